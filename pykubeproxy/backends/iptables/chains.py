@@ -1,0 +1,58 @@
+"""kube-proxy's iptables chain names, so that a node can move between the two without a gap."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+from pykubeproxy.model import Endpoint, ServicePortName
+
+# Chains shared by every Service.
+KUBE_SERVICES = "KUBE-SERVICES"
+KUBE_EXTERNAL_SERVICES = "KUBE-EXTERNAL-SERVICES"
+KUBE_NODEPORTS = "KUBE-NODEPORTS"
+KUBE_POSTROUTING = "KUBE-POSTROUTING"
+KUBE_MARK_MASQ = "KUBE-MARK-MASQ"
+KUBE_FORWARD = "KUBE-FORWARD"
+KUBE_PROXY_FIREWALL = "KUBE-PROXY-FIREWALL"
+
+# Prefixes of the per-Service and per-endpoint chains (all in the nat table).
+SERVICE_CHAIN_PREFIXES = ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-")
+
+BUILTIN_CHAINS = frozenset({"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"})
+
+
+def port_proto_hash(name: ServicePortName, extra: str = "") -> str:
+    """First 16 characters of base32(sha256(name + protocol + extra)), as kube-proxy computes."""
+    digest = hashlib.sha256(f"{name}{name.protocol.lower}{extra}".encode()).digest()
+    return base64.b32encode(digest).decode()[:16]
+
+
+def service_chain(name: ServicePortName) -> str:
+    """The cluster-policy chain: load-balances over all usable endpoints."""
+    return "KUBE-SVC-" + port_proto_hash(name)
+
+
+def local_service_chain(name: ServicePortName) -> str:
+    """The local-policy chain: load-balances over this node's endpoints only."""
+    return "KUBE-SVL-" + port_proto_hash(name)
+
+
+def external_chain(name: ServicePortName) -> str:
+    """Entry point for NodePort, LoadBalancer and externalIP traffic."""
+    return "KUBE-EXT-" + port_proto_hash(name)
+
+
+def firewall_chain(name: ServicePortName) -> str:
+    """loadBalancerSourceRanges filtering in front of the external chain."""
+    return "KUBE-FW-" + port_proto_hash(name)
+
+
+def endpoint_chain(name: ServicePortName, endpoint: Endpoint) -> str:
+    """The per-endpoint DNAT chain."""
+    return "KUBE-SEP-" + port_proto_hash(name, str(endpoint))
+
+
+def is_service_chain(chain: str) -> bool:
+    """True for chains that belong to one Service or endpoint (and may go stale)."""
+    return chain.startswith(SERVICE_CHAIN_PREFIXES)

@@ -1,0 +1,108 @@
+"""An iptables ruleset as data (tables → chains → rules) and its `iptables-restore` text.
+
+Rules are kept in the canonical form `iptables-save` prints (`-d 10.0.0.1/32 -p tcp -m comment
+--comment "…" -m tcp --dport 80 -j …`), so that what we render, what `--dry-run` shows and what
+the kernel reports can be compared as plain strings.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pykubeproxy.backends.iptables.chains import BUILTIN_CHAINS
+
+_UNQUOTED = frozenset(string.ascii_letters + string.digits + "_-")
+
+
+def quote(value: str) -> str:
+    """Quote an argument the way iptables-save does (only when it holds other characters)."""
+    if value and all(ch in _UNQUOTED for ch in value):
+        return value
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("'", "\\'")
+    return f'"{escaped}"'
+
+
+def spec(*parts: str | None) -> str:
+    """Join the non-empty parts of a rule specification."""
+    return " ".join(part for part in parts if part)
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    """One chain and its rules, each rule being the text after `-A NAME `."""
+
+    name: str
+    rules: tuple[str, ...] = ()
+
+    @property
+    def builtin(self) -> bool:
+        return self.name in BUILTIN_CHAINS
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    name: str
+    chains: tuple[Chain, ...]
+
+    def chain(self, name: str) -> Chain | None:
+        for chain in self.chains:
+            if chain.name == name:
+                return chain
+        return None
+
+    @property
+    def rule_count(self) -> int:
+        return sum(len(chain.rules) for chain in self.chains)
+
+
+@dataclass(frozen=True, slots=True)
+class Ruleset:
+    tables: tuple[Table, ...]
+
+    def table(self, name: str) -> Table:
+        for table in self.tables:
+            if table.name == name:
+                return table
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[Table]:
+        return iter(self.tables)
+
+
+def format_chain_rules(chain: Chain) -> Iterable[str]:
+    """Restore lines for one chain's rules.
+
+    User chains are declared (which flushes them under --noflush) and appended to. Built-in
+    chains belong to the whole node, so our jumps are inserted at the top instead, in order.
+    """
+    if chain.builtin:
+        for position, rule in enumerate(chain.rules, start=1):
+            yield f"-I {chain.name} {position} {rule}"
+    else:
+        for rule in chain.rules:
+            yield f"-A {chain.name} {rule}"
+
+
+def format_restore(ruleset: Ruleset) -> str:
+    """The complete `iptables-restore --noflush` input that writes this ruleset."""
+    lines: list[str] = []
+    for table in ruleset:
+        lines.append(f"*{table.name}")
+        lines.extend(f":{c.name} - [0:0]" for c in table.chains if not c.builtin)
+        for chain in table.chains:
+            lines.extend(format_chain_rules(chain))
+        lines.append("COMMIT")
+    return "\n".join(lines) + "\n"
+
+
+def ruleset_to_json(ruleset: Ruleset) -> dict[str, Any]:
+    """The same ruleset as structured data: tables → chains → rules."""
+    return {
+        "tables": {
+            table.name: {"chains": {chain.name: list(chain.rules) for chain in table.chains}}
+            for table in ruleset
+        }
+    }
