@@ -1,0 +1,3 @@
+"""pykubeproxy: a drop-in kube-proxy written in Python."""
+
+__version__ = "0.1.0"

@@ -12,10 +12,6 @@ class Protocol(StrEnum):
     UDP = "UDP"
     SCTP = "SCTP"
 
-    @property
-    def lower(self) -> str:
-        return self.value.lower()
-
 
 class TrafficPolicy(StrEnum):
     CLUSTER = "Cluster"
@@ -102,6 +98,9 @@ class Skipped:
     namespace: str
     name: str
     reason: str
+    # True when the input was wrong (an operator should look); False for what is simply not
+    # ours to program, such as ExternalName or headless Services.
+    invalid: bool = False
 
     def __str__(self) -> str:
         where = f"{self.namespace}/{self.name}" if self.namespace else self.name

@@ -24,7 +24,7 @@ BUILTIN_CHAINS = frozenset({"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROU
 
 def port_proto_hash(name: ServicePortName, extra: str = "") -> str:
     """First 16 characters of base32(sha256(name + protocol + extra)), as kube-proxy computes."""
-    digest = hashlib.sha256(f"{name}{name.protocol.lower}{extra}".encode()).digest()
+    digest = hashlib.sha256(f"{name}{name.protocol.lower()}{extra}".encode()).digest()
     return base64.b32encode(digest).decode()[:16]
 
 

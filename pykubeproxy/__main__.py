@@ -1,0 +1,7 @@
+"""`python -m pykubeproxy`."""
+
+import sys
+
+from pykubeproxy.cli import main
+
+sys.exit(main())

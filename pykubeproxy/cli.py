@@ -1,0 +1,329 @@
+"""Command line: kube-proxy's flags and --config file → Config, then run what was asked."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import yaml
+
+from pykubeproxy.backends.iptables.ruleset import format_restore, ruleset_to_json
+from pykubeproxy.config import (
+    Config,
+    ConfigError,
+    build_config,
+    parse_duration,
+    read_config_document,
+)
+from pykubeproxy.log import get_logger, setup_logging
+from pykubeproxy.pipeline import desired_ruleset, node_identity
+from pykubeproxy.sources.files import ManifestError, read_manifests
+from pykubeproxy.store import Store
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+# kube-proxy flags we accept so existing DaemonSets keep starting, but do not act on (yet).
+IGNORED_FLAGS = (
+    "--bind-address",
+    "--bind-address-hard-fail",
+    "--config-sync-period",
+    "--conntrack-max-per-core",
+    "--conntrack-min",
+    "--conntrack-tcp-be-liberal",
+    "--conntrack-tcp-timeout-close-wait",
+    "--conntrack-tcp-timeout-established",
+    "--conntrack-udp-timeout",
+    "--conntrack-udp-timeout-stream",
+    "--detect-local-mode",
+    "--feature-gates",
+    "--init-only",
+    "--ipvs-exclude-cidrs",
+    "--ipvs-min-sync-period",
+    "--ipvs-scheduler",
+    "--ipvs-strict-arp",
+    "--ipvs-sync-period",
+    "--ipvs-tcp-timeout",
+    "--ipvs-tcpfin-timeout",
+    "--ipvs-udp-timeout",
+    "--kube-api-content-type",
+    "--log-flush-frequency",
+    "--logging-format",
+    "--oom-score-adj",
+    "--pod-bridge-interface",
+    "--pod-interface-name-prefix",
+    "--profiling",
+    "--proxy-port-range",
+    "--show-hidden-metrics-for-version",
+    "--write-config-to",
+)
+
+
+def parse_bool(text: str) -> bool:
+    """Go's flag booleans: true/false, 1/0, t/f."""
+    value = text.strip().lower()
+    if value in ("true", "t", "1"):
+        return True
+    if value in ("false", "f", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+
+
+def duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that suggests the closest flag when given one it does not know."""
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments:"):
+            unknown = message.split(":", 1)[1].split()
+            known = [opt for action in self._actions for opt in action.option_strings]
+            hints = []
+            for arg in unknown:
+                guess = difflib.get_close_matches(arg.split("=", 1)[0], known, n=1)
+                if guess:
+                    hints.append(f"{arg}: did you mean {guess[0]}?")
+            if hints:
+                message = f"{message} ({'; '.join(hints)})"
+        super().error(message)
+
+
+def _kube_proxy_flags(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--config", metavar="FILE", help="a KubeProxyConfiguration file; flags override it")
+    add(
+        "--proxy-mode",
+        dest="mode",
+        choices=("iptables", "ipvs", "nftables"),
+        help="which proxy mode to use (default iptables)",
+    )
+    add("--hostname-override", help="this node's name, if not the hostname")
+    add("--cluster-cidr", help="the pod network; traffic from outside it is masqueraded")
+    add(
+        "--masquerade-all",
+        nargs="?",
+        const=True,
+        type=parse_bool,
+        help="masquerade all traffic sent to Service cluster IPs",
+    )
+    add(
+        "--iptables-masquerade-bit",
+        dest="masquerade_bit",
+        type=int,
+        help="the fwmark bit that marks packets for SNAT (0-31, default 14)",
+    )
+    add(
+        "--iptables-localhost-nodeports",
+        dest="localhost_nodeports",
+        nargs="?",
+        const=True,
+        type=parse_bool,
+        help="accept NodePort connections on 127.0.0.1 (default true)",
+    )
+    add(
+        "--nodeport-addresses",
+        action="append",
+        metavar="CIDRS",
+        help="CIDRs (comma-separated, or 'primary') of node addresses that accept NodePorts",
+    )
+    add(
+        "--iptables-sync-period",
+        dest="sync_period",
+        type=duration,
+        help="the longest time between full syncs, e.g. 30s or 1m (default 30s)",
+    )
+    add(
+        "--iptables-min-sync-period",
+        dest="min_sync_period",
+        type=duration,
+        help="the shortest time between syncs (default 1s)",
+    )
+    add("--kubeconfig", help="the kubeconfig file to reach the API server with")
+    add("--master", help="the API server's URL (overrides the kubeconfig)")
+    add("--kube-api-qps", dest="api_qps", type=float, help="API requests per second")
+    add("--kube-api-burst", dest="api_burst", type=int, help="API request burst")
+    add("--metrics-bind-address", help="HOST:PORT for /metrics (default 127.0.0.1:10249)")
+    add("--healthz-bind-address", help="HOST:PORT for /healthz (default 0.0.0.0:10256)")
+    add("--cleanup", action="store_true", help="remove every rule the proxy installed and exit")
+    add("-v", "--v", dest="verbosity", type=int, default=0, help="log verbosity (0-10)")
+
+
+def _own_flags(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add(
+        "--dry-run",
+        action="store_true",
+        help="print what would be written to the kernel (iptables-restore input); touch nothing",
+    )
+    add(
+        "--from-file",
+        action="append",
+        type=Path,
+        metavar="PATH",
+        help="read Services, EndpointSlices and Nodes from a file or directory of YAML/JSON "
+        "manifests instead of the API server (repeatable)",
+    )
+    add(
+        "--node-ip",
+        action="append",
+        metavar="IP",
+        help="this node's IP address, when no Node object says (repeatable)",
+    )
+    add(
+        "--output",
+        choices=("text", "json"),
+        default="text",
+        help="--dry-run output: iptables-restore text or JSON (tables → chains → rules)",
+    )
+    add(
+        "--iptables-backend",
+        choices=("auto", "legacy", "nft"),
+        help="which iptables binaries to use (default: detect from the node's rules)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="pykubeproxy",
+        description="A drop-in kube-proxy: programs Service forwarding rules into this node.",
+        epilog="Accepted for compatibility with kube-proxy but ignored (a warning is logged): "
+        + ", ".join(IGNORED_FLAGS),
+        allow_abbrev=False,
+        argument_default=None,
+    )
+    _kube_proxy_flags(parser)
+    _own_flags(parser)
+    ignored = parser.add_argument_group("ignored kube-proxy flags")
+    for flag in IGNORED_FLAGS:
+        ignored.add_argument(
+            flag, dest=f"ignored:{flag}", nargs="?", const="true", help=argparse.SUPPRESS
+        )
+    return parser
+
+
+# Parsed flag destinations that map straight onto Config fields.
+_CONFIG_FLAGS = (
+    "mode",
+    "hostname_override",
+    "cluster_cidr",
+    "masquerade_all",
+    "masquerade_bit",
+    "localhost_nodeports",
+    "sync_period",
+    "min_sync_period",
+    "kubeconfig",
+    "master",
+    "api_qps",
+    "api_burst",
+    "metrics_bind_address",
+    "healthz_bind_address",
+    "iptables_backend",
+)
+
+
+def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides = {name: getattr(args, name) for name in _CONFIG_FLAGS}
+    if args.nodeport_addresses:
+        overrides["nodeport_addresses"] = tuple(
+            part.strip()
+            for value in args.nodeport_addresses
+            for part in value.split(",")
+            if part.strip()
+        )
+    return {name: value for name, value in overrides.items() if value is not None}
+
+
+def load_config(args: argparse.Namespace) -> tuple[Config, tuple[str, ...]]:
+    """Defaults ← --config file ← flags; and the file settings we ignore."""
+    file_values: dict[str, Any] = {}
+    ignored: tuple[str, ...] = ()
+    if args.config:
+        path = Path(args.config)
+        try:
+            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        try:
+            settings = read_config_document(doc)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        file_values, ignored = dict(settings.values), settings.ignored
+    return build_config(file_values, _flag_overrides(args)), ignored
+
+
+def _warn_ignored(args: argparse.Namespace, file_ignored: tuple[str, ...]) -> None:
+    log = get_logger("pykubeproxy.cli")
+    for flag in IGNORED_FLAGS:
+        if getattr(args, f"ignored:{flag}") is not None:
+            log.warning("flag accepted for kube-proxy compatibility but ignored", flag=flag)
+    for key in file_ignored:
+        log.warning("config setting accepted for kube-proxy compatibility but ignored", key=key)
+
+
+def run_dry_run(args: argparse.Namespace, config: Config) -> int:
+    log = get_logger("pykubeproxy")
+    if not args.from_file:
+        log.error("--dry-run needs --from-file (reading the API server comes in a later release)")
+        return EXIT_USAGE
+    manifests = read_manifests(args.from_file)
+    store = Store()
+    for kind, objects in manifests.objects.items():
+        store.replace(kind, objects)
+    identity = node_identity(config, tuple(args.node_ip or ()))
+    desired = desired_ruleset(store.snapshot(), config, identity)
+    for note in desired.notes:
+        log.info("rendering for " + note)
+    for skipped in (*manifests.skipped, *desired.state.skipped):
+        report = log.warning if skipped.invalid else log.info
+        report(
+            "skipped",
+            object=f"{skipped.kind} {skipped.namespace}/{skipped.name}",
+            reason=skipped.reason,
+        )
+    if args.output == "json":
+        body = ruleset_to_json(desired.ruleset)
+        body["skipped"] = [str(s) for s in (*manifests.skipped, *desired.state.skipped)]
+        sys.stdout.write(json.dumps(body, indent=2) + "\n")
+    else:
+        sys.stdout.write(format_restore(desired.ruleset))
+    log.info(
+        "dry run",
+        services=len(desired.state.services),
+        rules=sum(t.rule_count for t in desired.ruleset),
+    )
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbosity or 0)
+    log = get_logger("pykubeproxy")
+    try:
+        config, file_ignored = load_config(args)
+    except ConfigError as exc:
+        log.error("invalid configuration", error=str(exc))
+        return EXIT_USAGE
+    _warn_ignored(args, file_ignored)
+    try:
+        if args.dry_run:
+            return run_dry_run(args, config)
+    except ManifestError as exc:
+        log.error("cannot read manifests", error=str(exc))
+        return EXIT_USAGE
+    log.error("only --dry-run is available in this release")
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Real-packet data-plane tests: traffic between network namespaces through the proxy's rules."""

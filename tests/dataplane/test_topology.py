@@ -1,0 +1,111 @@
+"""Owns the proof that the data-plane harness itself works, with no proxy rules installed."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from .topology import Topology, missing_requirements, namespaces_with_prefix, topology_context
+
+
+def test_client_pod_reaches_every_pod_by_name_over_tcp(topology: Topology) -> None:
+    for pod, ip in topology.pod_ip.items():
+        for port in topology.echo_ports:
+            result = topology.run_client(topology.client_ns, ip, port, count=2)
+            assert result.replies == {pod: 2}, (pod, port, result)
+
+
+def test_client_pod_reaches_every_pod_by_name_over_udp(topology: Topology) -> None:
+    for pod, ip in topology.pod_ip.items():
+        for port in topology.echo_ports:
+            result = topology.run_client(topology.client_ns, ip, port, proto="udp", count=2)
+            assert result.replies == {pod: 2}, (pod, port, result)
+
+
+def test_pod_reaches_another_pod_directly(topology: Topology) -> None:
+    result = topology.run_client(topology.pod_ns["pod-a"], topology.pod_ip["pod-b"], 8080)
+    assert result.replies == {"pod-b": 1}
+
+
+def test_each_request_uses_a_new_source_port(topology: Topology) -> None:
+    # Distinct source ports are what give iptables' per-connection random split a chance.
+    before = len(topology.echo_requests("pod-c"))
+    result = topology.run_client(topology.client_ns, topology.pod_ip["pod-c"], 9090, count=5)
+    assert result.replies == {"pod-c": 5}
+    seen = topology.echo_requests("pod-c")[before:]
+    assert [(r.proto, r.port, r.source_ip) for r in seen] == [("tcp", 9090, topology.client_ip)] * 5
+    assert len({r.source_port for r in seen}) == 5
+
+
+def test_external_host_reaches_the_node_ip_and_a_closed_port_counts_as_refused(
+    topology: Topology,
+) -> None:
+    # Nothing listens on the node: an RST back proves the path and the "refused" bucket at once.
+    result = topology.run_client(topology.external_ns, topology.node_ip, 8080, count=3)
+    assert (result.replies, result.refused, result.timeout, result.other) == ({}, 3, 0, {})
+
+
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
+def test_closed_port_in_a_pod_counts_as_refused(topology: Topology, proto: str) -> None:
+    # UDP: the pod's ICMP port unreachable surfaces as ECONNREFUSED on the connected socket;
+    # a burst of them must not be rate limited into timeouts.
+    ip = topology.pod_ip["pod-a"]
+    result = topology.run_client(topology.client_ns, ip, 7777, proto=proto, count=10)
+    assert (result.replies, result.refused, result.timeout, result.other) == ({}, 10, 0, {})
+
+
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
+def test_address_with_nothing_behind_it_counts_as_timeout(topology: Topology, proto: str) -> None:
+    # 10.244.1.99 is on-link but unanswered: ARP fails silently for ~3 s, far past the timeout.
+    result = topology.run_client(
+        topology.client_ns, "10.244.1.99", 8080, proto=proto, count=2, timeout=0.3
+    )
+    assert (result.replies, result.refused, result.timeout, result.other) == ({}, 0, 2, {})
+
+
+def test_service_and_load_balancer_addresses_route_towards_the_node(topology: Topology) -> None:
+    # Before any DNAT, a VIP must already be routable from the node's own OUTPUT path...
+    node_route = topology.exec(topology.node_ns, "ip", "route", "get", "10.96.0.10").stdout
+    assert f"via {topology.external_ip} dev {topology.node_uplink}" in node_route
+    # ...and the external host must send Service and LoadBalancer traffic to the node.
+    for vip in ("10.96.0.10", "198.51.100.5"):
+        ext_route = topology.exec(topology.external_ns, "ip", "route", "get", vip).stdout
+        assert f"via {topology.node_ip}" in ext_route, ext_route
+
+
+def test_node_is_configured_as_a_forwarding_kube_proxy_node(topology: Topology) -> None:
+    keys = ("net.ipv4.ip_forward", "net.ipv4.conf.all.route_localnet")
+    out = topology.exec(topology.node_ns, "sysctl", "-n", *keys).stdout.split()
+    assert out == ["1", "1"]
+    links = topology.exec(topology.node_ns, "ip", "-o", "link", "show", "master", "cbr0").stdout
+    assert sorted(line.split()[1].split("@")[0] for line in links.splitlines()) == [
+        "veth-client",
+        "veth-pod-a",
+        "veth-pod-b",
+        "veth-pod-c",
+    ]
+
+
+def test_exec_refuses_a_namespace_outside_the_topology(topology: Topology) -> None:
+    # The guard that keeps helpers from ever acting in the host namespace by mistake.
+    with pytest.raises(ValueError):
+        topology.exec("default", "true")
+    with pytest.raises(ValueError):
+        topology.start_process("", ["true"])
+
+
+def test_teardown_stops_tracked_processes_and_removes_every_namespace() -> None:
+    if missing_requirements():
+        pytest.skip(missing_requirements())
+    with topology_context() as topo:
+        assert namespaces_with_prefix(topo.prefix) == sorted(topo.namespaces)
+        # Stands in for a long-running pykubeproxy in the node namespace.
+        sleeper = topo.start_process(topo.node_ns, ["sleep", "30"])
+        assert sleeper.poll() is None
+        workdir = topo.workdir
+    assert sleeper.returncode is not None
+    assert namespaces_with_prefix(topo.prefix) == []
+    assert not workdir.exists()
+    with pytest.raises(ProcessLookupError):
+        os.kill(sleeper.pid, 0)
