@@ -5,14 +5,24 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 import yaml
 
+from pykubeproxy.backends.iptables.kernel import (
+    IptablesBinaries,
+    IptablesError,
+    KernelIptables,
+    cleanup,
+    detect_backend,
+)
 from pykubeproxy.backends.iptables.ruleset import format_restore, ruleset_to_json
+from pykubeproxy.backends.iptables.sync import IptablesSyncer, SyncError
 from pykubeproxy.config import (
     Config,
     ConfigError,
@@ -20,8 +30,9 @@ from pykubeproxy.config import (
     parse_duration,
     read_config_document,
 )
+from pykubeproxy.daemon import Proxy, load_files, run_from_files
 from pykubeproxy.log import get_logger, setup_logging
-from pykubeproxy.pipeline import desired_ruleset, node_identity
+from pykubeproxy.pipeline import desired_state, node_identity
 from pykubeproxy.sources.files import ManifestError, read_manifests
 from pykubeproxy.store import Store
 
@@ -187,6 +198,11 @@ def _own_flags(parser: argparse.ArgumentParser) -> None:
         help="--dry-run output: iptables-restore text or JSON (tables → chains → rules)",
     )
     add(
+        "--once",
+        action="store_true",
+        help="with --from-file: sync the kernel once and exit (0 when the kernel took the rules)",
+    )
+    add(
         "--iptables-backend",
         choices=("auto", "legacy", "nft"),
         help="which iptables binaries to use (default: detect from the node's rules)",
@@ -281,9 +297,8 @@ def run_dry_run(args: argparse.Namespace, config: Config) -> int:
     for kind, objects in manifests.objects.items():
         store.replace(kind, objects)
     identity = node_identity(config, tuple(args.node_ip or ()))
-    desired = desired_ruleset(store.snapshot(), config, identity)
-    for note in desired.notes:
-        log.info("rendering for " + note)
+    desired = desired_state(store.snapshot(), config, identity)
+    log.info("rendering for " + desired.note)
     for skipped in (*manifests.skipped, *desired.state.skipped):
         report = log.warning if skipped.invalid else log.info
         report(
@@ -291,17 +306,67 @@ def run_dry_run(args: argparse.Namespace, config: Config) -> int:
             object=f"{skipped.kind} {skipped.namespace}/{skipped.name}",
             reason=skipped.reason,
         )
+    ruleset = desired.ruleset
     if args.output == "json":
-        body = ruleset_to_json(desired.ruleset)
+        body = ruleset_to_json(ruleset)
         body["skipped"] = [str(s) for s in (*manifests.skipped, *desired.state.skipped)]
         sys.stdout.write(json.dumps(body, indent=2) + "\n")
     else:
-        sys.stdout.write(format_restore(desired.ruleset))
+        sys.stdout.write(format_restore(ruleset))
     log.info(
         "dry run",
         services=len(desired.state.services),
-        rules=sum(t.rule_count for t in desired.ruleset),
+        rules=sum(t.rule_count for t in ruleset),
     )
+    return EXIT_OK
+
+
+def run_cleanup(config: Config) -> int:
+    log = get_logger("pykubeproxy")
+    try:
+        removed = cleanup()
+    except IptablesError as exc:
+        log.error("cleanup failed", error=str(exc))
+        return EXIT_FAILURE
+    log.info("cleanup done", chains_removed=removed)
+    return EXIT_OK
+
+
+def run_proxy(args: argparse.Namespace, config: Config) -> int:
+    log = get_logger("pykubeproxy")
+    if config.mode != "iptables":
+        log.error(f"proxy mode {config.mode} is not implemented yet; use iptables")
+        return EXIT_USAGE
+    if not args.from_file:
+        log.error("reading the API server is not implemented yet; use --from-file")
+        return EXIT_USAGE
+    try:
+        choice = detect_backend(requested=config.iptables_backend)
+    except IptablesError as exc:
+        log.error("cannot use iptables", error=str(exc))
+        return EXIT_FAILURE
+    log.info("iptables backend chosen", backend=choice.backend, reason=choice.reason)
+    kernel = KernelIptables(IptablesBinaries(choice.backend))
+    proxy = Proxy(
+        config=config,
+        identity=node_identity(config, tuple(args.node_ip or ())),
+        syncer=IptablesSyncer(kernel),
+    )
+    if args.once:
+        store = Store()
+        load_files(store, args.from_file)
+        try:
+            proxy.sync(store, full=True)
+        except SyncError as exc:
+            log.error("the kernel refused the rules", error=str(exc))
+            return EXIT_FAILURE
+        return EXIT_OK
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    run_from_files(proxy, args.from_file, stop=stop)
+    # Rules stay in place: traffic keeps flowing while the proxy restarts, as with kube-proxy.
+    log.info("stopped; rules left in place")
     return EXIT_OK
 
 
@@ -316,13 +381,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     _warn_ignored(args, file_ignored)
     try:
+        if args.cleanup:
+            return run_cleanup(config)
         if args.dry_run:
             return run_dry_run(args, config)
+        return run_proxy(args, config)
     except ManifestError as exc:
         log.error("cannot read manifests", error=str(exc))
         return EXIT_USAGE
-    log.error("only --dry-run is available in this release")
-    return EXIT_USAGE
 
 
 if __name__ == "__main__":

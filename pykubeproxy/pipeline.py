@@ -39,8 +39,12 @@ def node_identity(config: Config, node_ips: tuple[str, ...] = ()) -> NodeIdentit
 @dataclass(frozen=True, slots=True)
 class Desired:
     state: ProxyState
-    ruleset: Ruleset
-    notes: tuple[str, ...]  # how the node was found, for the log
+    options: RenderOptions
+    note: str  # how the node was found, for the log
+
+    @property
+    def ruleset(self) -> Ruleset:
+        return render_ruleset(self.state, self.options)
 
 
 def resolve_node(
@@ -84,7 +88,8 @@ def render_options(config: Config, node: Node) -> RenderOptions:
     )
 
 
-def desired_ruleset(snapshot: Snapshot, config: Config, identity: NodeIdentity) -> Desired:
+def desired_state(snapshot: Snapshot, config: Config, identity: NodeIdentity) -> Desired:
+    """What this node must program for a snapshot, and the options to render it with."""
     node, note = resolve_node(identity, snapshot.nodes)
     state = translate_cluster(
         services=snapshot.services,
@@ -92,4 +97,4 @@ def desired_ruleset(snapshot: Snapshot, config: Config, identity: NodeIdentity) 
         node=node,
         family=FAMILY,
     )
-    return Desired(state, render_ruleset(state, render_options(config, node)), (note,))
+    return Desired(state, render_options(config, node), note)

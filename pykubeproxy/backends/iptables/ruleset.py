@@ -106,3 +106,24 @@ def ruleset_to_json(ruleset: Ruleset) -> dict[str, Any]:
             for table in ruleset
         }
     }
+
+
+def parse_save(text: str) -> Ruleset:
+    """The tables, chains and rules in `iptables-save` output, chains in the order declared."""
+    tables: list[Table] = []
+    chains: dict[str, list[str]] = {}
+    table_name: str | None = None
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("*"):
+            table_name, chains = line[1:].strip(), {}
+        elif line.startswith(":") and table_name:
+            chains.setdefault(line[1:].split(" ", 1)[0], [])
+        elif line.startswith("-A ") and table_name:
+            _, chain, *rest = line.split(" ", 2)
+            chains.setdefault(chain, []).append(rest[0] if rest else "")
+        elif line.strip() == "COMMIT" and table_name:
+            tables.append(Table(table_name, tuple(Chain(n, tuple(r)) for n, r in chains.items())))
+            table_name = None
+    return Ruleset(tuple(tables))

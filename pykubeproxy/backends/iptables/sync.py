@@ -1,0 +1,100 @@
+"""One iptables sync: render, read the kernel, write the difference; isolate Services it rejects."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from pykubeproxy.backends.iptables.diff import RestorePlan, plan_restore
+from pykubeproxy.backends.iptables.kernel import Iptables, IptablesError
+from pykubeproxy.backends.iptables.render import RenderOptions, render_ruleset
+from pykubeproxy.backends.iptables.ruleset import Ruleset, format_restore
+from pykubeproxy.model import ProxyState, ServicePort, Skipped
+
+
+class SyncError(Exception):
+    """A sync that left the kernel as it was. The next sync will be a full one."""
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    full: bool
+    plan: RestorePlan
+    ruleset: Ruleset
+    rejected: tuple[Skipped, ...] = ()
+
+    @property
+    def wrote(self) -> bool:
+        return self.plan.payload is not None
+
+
+class IptablesSyncer:
+    """Keeps one kernel's iptables in step with the desired state, one sync at a time."""
+
+    def __init__(self, kernel: Iptables) -> None:
+        self.kernel = kernel
+        # The first sync rewrites everything; so does the one after any failure.
+        self.needs_full = True
+
+    def sync(self, state: ProxyState, opts: RenderOptions, *, full: bool = False) -> SyncResult:
+        full = full or self.needs_full
+        self.needs_full = True
+        ruleset = render_ruleset(state, opts)
+        try:
+            actual = self.kernel.save()
+            plan = plan_restore(ruleset, actual, full=full)
+            if plan.payload is not None:
+                self.kernel.restore(plan.payload)
+        except IptablesError as exc:
+            return self._sync_without_rejected(state, opts, exc)
+        self.needs_full = False
+        return SyncResult(full, plan, ruleset)
+
+    def _sync_without_rejected(
+        self, state: ProxyState, opts: RenderOptions, error: IptablesError
+    ) -> SyncResult:
+        """The kernel refused the payload: find the Services it refuses, apply all the others."""
+        rejected = self._rejected_ports(state, opts, error)
+        keep = tuple(p for p in state.services if p not in rejected)
+        reduced = replace(state, services=keep)
+        ruleset = render_ruleset(reduced, opts)
+        try:
+            plan = plan_restore(ruleset, self.kernel.save(), full=True)
+            if plan.payload is not None:
+                self.kernel.restore(plan.payload)
+        except IptablesError as exc:
+            raise SyncError(f"the kernel refused the ruleset: {exc}") from exc
+        reason = f"rules rejected by the kernel ({error})"
+        skipped = tuple(
+            Skipped("Service", p.name.namespace, p.name.name, f"port {p.name}: {reason}", True)
+            for p in rejected
+        )
+        # Rejected Services are retried by the next (full) sync: they may be fixed by then.
+        return SyncResult(True, plan, ruleset, skipped)
+
+    def _accepts(
+        self, state: ProxyState, opts: RenderOptions, ports: Sequence[ServicePort]
+    ) -> bool:
+        ruleset = render_ruleset(replace(state, services=tuple(ports)), opts)
+        try:
+            self.kernel.restore(format_restore(ruleset), test=True)
+        except IptablesError:
+            return False
+        return True
+
+    def _rejected_ports(
+        self, state: ProxyState, opts: RenderOptions, error: IptablesError
+    ) -> list[ServicePort]:
+        if not self._accepts(state, opts, ()):
+            raise SyncError(f"the kernel refuses even the rules shared by all Services: {error}")
+        return self._bisect(state, opts, list(state.services))
+
+    def _bisect(
+        self, state: ProxyState, opts: RenderOptions, ports: list[ServicePort]
+    ) -> list[ServicePort]:
+        if not ports or self._accepts(state, opts, ports):
+            return []
+        if len(ports) == 1:
+            return ports
+        middle = len(ports) // 2
+        return self._bisect(state, opts, ports[:middle]) + self._bisect(state, opts, ports[middle:])
