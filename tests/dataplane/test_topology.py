@@ -2,11 +2,37 @@
 
 from __future__ import annotations
 
-import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 
-from .topology import Topology, missing_requirements, namespaces_with_prefix, topology_context
+from .topology import (
+    PREFIX_RE,
+    Topology,
+    missing_requirements,
+    namespaces_with_prefix,
+    process_running,
+    remove_leftovers,
+    topology_context,
+)
+
+
+def _skip_without_privileges() -> None:
+    # For the tests that build their own topology instead of using the fixture.
+    reason = missing_requirements()
+    if reason:
+        pytest.skip(reason)
+
+
+def _netns_pids(ns: str) -> list[int]:
+    out = subprocess.run(
+        ["ip", "netns", "pids", ns], capture_output=True, text=True, check=True, timeout=10
+    ).stdout
+    return [int(pid) for pid in out.split()]
 
 
 def test_client_pod_reaches_every_pod_by_name_over_tcp(topology: Topology) -> None:
@@ -96,16 +122,45 @@ def test_exec_refuses_a_namespace_outside_the_topology(topology: Topology) -> No
 
 
 def test_teardown_stops_tracked_processes_and_removes_every_namespace() -> None:
-    if missing_requirements():
-        pytest.skip(missing_requirements())
+    _skip_without_privileges()
     with topology_context() as topo:
         assert namespaces_with_prefix(topo.prefix) == sorted(topo.namespaces)
-        # Stands in for a long-running pykubeproxy in the node namespace.
-        sleeper = topo.start_process(topo.node_ns, ["sleep", "30"])
-        assert sleeper.poll() is None
+        # Stands in for a long-running pykubeproxy in the node namespace, one that has a
+        # child of its own which teardown does not track.
+        sleeper = topo.start_process(topo.node_ns, ["sh", "-c", "sleep 30 & wait"])
+        deadline = time.monotonic() + 5
+        while len(pids := _netns_pids(topo.node_ns)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert sleeper.pid in pids and len(pids) == 2
         workdir = topo.workdir
     assert sleeper.returncode is not None
+    assert not any(process_running(pid) for pid in pids)
     assert namespaces_with_prefix(topo.prefix) == []
     assert not workdir.exists()
-    with pytest.raises(ProcessLookupError):
-        os.kill(sleeper.pid, 0)
+    assert not process_running(sleeper.pid)
+
+
+def test_leftovers_of_a_killed_run_are_removed_with_their_processes() -> None:
+    _skip_without_privileges()
+    # A run that dies without its teardown: build in a child, then SIGKILL the child by PID.
+    code = (
+        "import sys, time; sys.path.insert(0, sys.argv[1])\n"
+        "from topology import build_topology\n"
+        "print(build_topology().prefix, flush=True); time.sleep(30)\n"
+    )
+    here = str(Path(__file__).parent)
+    with subprocess.Popen([sys.executable, "-c", code, here], stdout=subprocess.PIPE) as child:
+        try:
+            assert child.stdout is not None
+            prefix = child.stdout.readline().decode().strip()
+        finally:
+            child.kill()
+            child.wait(timeout=5)
+    assert PREFIX_RE.match(prefix), prefix
+    assert len(namespaces_with_prefix(prefix)) == 6
+    orphan_pids = [pid for ns in namespaces_with_prefix(prefix) for pid in _netns_pids(ns)]
+    assert len(orphan_pids) == 3  # the echo servers outlived their parent
+    assert len(remove_leftovers(prefix)) == 6
+    assert namespaces_with_prefix(prefix) == []
+    assert not any(process_running(pid) for pid in orphan_pids)
+    assert not list(Path(tempfile.gettempdir()).glob(f"{prefix}*"))

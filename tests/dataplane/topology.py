@@ -22,10 +22,12 @@ that depend on it (br_netfilter un-DNAT of same-bridge replies, hairpin) behave 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
 import platform
+import re
 import secrets
 import shutil
 import signal
@@ -40,6 +42,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ECHO_SERVER = HERE / "echo_server.py"
 CLIENT = HERE / "client.py"
+
+# The shape of every prefix this module makes; cleanup refuses anything else.
+PREFIX_RE = re.compile(r"^pkp-[0-9a-f]{6}-$")
 
 SKIP_REASON = "needs root and iproute2 to create network namespaces"
 
@@ -278,11 +283,16 @@ class Topology:
         self._procs.clear()
         existing = set(namespaces_with_prefix(self.prefix))
         for ns in self.namespaces:
-            if ns in existing:
+            if ns not in existing:
+                continue
+            try:
+                # Stragglers (say, a child a tracked process left behind) would keep the
+                # namespace alive after `ip netns delete`, invisible to `ip netns list`.
+                _stop_everything_in(ns)
                 # Deleting a namespace also destroys the veths and the bridge inside it.
-                res = _run(["ip", "netns", "delete", ns], check=False)
-                if res.returncode != 0:
-                    errors.append(f"deleting {ns}: {res.stderr.strip()}")
+                _run(["ip", "netns", "delete", ns])
+            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                errors.append(f"deleting {ns}: {exc}")
         shutil.rmtree(self.workdir, ignore_errors=True)
         left = namespaces_with_prefix(self.prefix)
         if left or errors:
@@ -344,6 +354,13 @@ def _sysctl(ns: str, *settings: str) -> None:
     _run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", *settings])
 
 
+def _veth(node_ns: str, node_if: str, peer_ns: str) -> None:
+    # Created inside the node namespace with the peer (always "eth0") born in the other
+    # namespace: the pair never exists in the host namespace, not even for a moment.
+    pair = f"{node_if} type veth peer name eth0 netns {peer_ns}"
+    _run(["ip", "-n", node_ns, "link", "add", *pair.split()])
+
+
 def _wire(topo: Topology) -> None:
     ip_n = {ns: ("ip", "-n", ns) for ns in topo.namespaces}
     node = topo.node_ns
@@ -364,7 +381,8 @@ def _wire(topo: Topology) -> None:
     # global, so leave them alone there rather than touch the host.
     if _kernel_at_least(5, 3) and Path("/proc/sys/net/bridge").exists():
         _sysctl(node, "net.bridge.bridge-nf-call-iptables=1")
-    # forward_delay 0: with STP off, ports forward at once instead of after the default 15 s.
+    # STP is off, so ports forward as soon as they are up; forward_delay 0 keeps that true
+    # even if someone turns STP on while debugging.
     _run([*ip_n[node], "link", "add", topo.bridge, "type", "bridge", "forward_delay", "0"])
     _run([*ip_n[node], "addr", "add", f"{topo.node_bridge_ip}/24", "dev", topo.bridge])
     _run([*ip_n[node], "link", "set", topo.bridge, "up"])
@@ -373,23 +391,7 @@ def _wire(topo: Topology) -> None:
     pod_like.append((topo.client_ns, "client", topo.client_ip))
     for ns, role, ip in pod_like:
         host_if = f"veth-{role}"
-        # Created inside the node namespace with the peer born in the pod namespace: the pair
-        # never exists in the host namespace, not even for a moment.
-        _run(
-            [
-                *ip_n[node],
-                "link",
-                "add",
-                host_if,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                ns,
-            ]
-        )
+        _veth(node, host_if, ns)
         _run([*ip_n[node], "link", "set", host_if, "master", topo.bridge])
         # Hairpin: lets a pod reach itself through a Service VIP, as kubenet configures it.
         _run([*ip_n[node], "link", "set", host_if, "type", "bridge_slave", "hairpin", "on"])
@@ -402,21 +404,7 @@ def _wire(topo: Topology) -> None:
 
     # Uplink to the "external" host (a client outside the cluster, and the node's gateway).
     ext = topo.external_ns
-    _run(
-        [
-            *ip_n[node],
-            "link",
-            "add",
-            topo.node_uplink,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            ext,
-        ]
-    )
+    _veth(node, topo.node_uplink, ext)
     _run([*ip_n[node], "addr", "add", f"{topo.node_ip}/24", "dev", topo.node_uplink])
     _run([*ip_n[node], "link", "set", topo.node_uplink, "up"])
     _run([*ip_n[ext], "addr", "add", f"{topo.external_ip}/24", "dev", "eth0"])
@@ -499,3 +487,73 @@ def topology_context(prefix: str | None = None) -> Iterator[Topology]:
         yield topo
     finally:
         topo.teardown()
+
+
+def remove_leftovers(prefix: str) -> list[str]:
+    """Remove the namespaces and logs of a run that died before its teardown; return the names.
+
+    Processes still inside them (echo servers, a proxy) were started by that run: they are
+    stopped by PID first, since a namespace with a live process never really goes away.
+    """
+    if not PREFIX_RE.match(prefix):
+        raise ValueError(f"{prefix!r} is not a topology prefix (pkp-<6 hex>-)")
+    removed = namespaces_with_prefix(prefix)
+    for ns in removed:
+        _stop_everything_in(ns)
+        _run(["ip", "netns", "delete", ns])
+    # The dead run's logs: its work directory is mkdtemp(prefix=prefix) in the temp dir.
+    for workdir in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
+        shutil.rmtree(workdir, ignore_errors=True)
+    return removed
+
+
+def _stop_everything_in(ns: str) -> None:
+    # Only ever called for namespaces this module created, so whatever runs inside them was
+    # started by a topology (or a test using one): SIGTERM, then SIGKILL, each by PID.
+    pids = [int(p) for p in _run(["ip", "netns", "pids", ns]).stdout.split()]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + _STOP_TIMEOUT
+        while pids and time.monotonic() < deadline:
+            pids = [p for p in pids if process_running(p)]
+            if pids:
+                time.sleep(0.05)
+
+
+def process_running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie.
+
+    An orphan's zombie lingers until the container's init gets round to reaping it, which
+    can take seconds here; it is dead for our purposes.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    # Field 3, after the parenthesised command name (which may itself contain spaces).
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python tests/dataplane/topology.py --list | --remove PREFIX | --hold``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--list", action="store_true", help="show topology namespaces")
+    group.add_argument("--remove", metavar="PREFIX", help="remove a dead run's namespaces")
+    group.add_argument("--hold", action="store_true", help="build one, wait for Enter, tear down")
+    args = parser.parse_args(argv)
+    if args.list:
+        print("\n".join(namespaces_with_prefix("pkp-")))
+    elif args.remove:
+        print("\n".join(remove_leftovers(args.remove)))
+    else:
+        with topology_context() as topo:
+            print(topo)
+            input("topology up; press Enter to tear down ")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

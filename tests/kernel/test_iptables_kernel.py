@@ -1,0 +1,264 @@
+"""The iptables edge against a real kernel, in a network namespace each test creates and deletes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from pykubeproxy.backends.iptables.diff import normalize_rule, plan_restore
+from pykubeproxy.backends.iptables.kernel import (
+    IptablesBinaries,
+    IptablesError,
+    KernelIptables,
+    detect_backend,
+)
+from pykubeproxy.backends.iptables.render import RenderOptions, render_ruleset
+from pykubeproxy.backends.iptables.ruleset import Ruleset
+from pykubeproxy.backends.iptables.sync import IptablesSyncer
+from pykubeproxy.model import Endpoint, Node, Protocol, ProxyState, ServicePort, ServicePortName
+
+REPO = Path(__file__).resolve().parents[2]
+OPTIONS = RenderOptions(cluster_cidr="10.244.0.0/16", node_ips=("192.0.2.10",))
+
+
+def service(
+    name: str, ip: str, *, node_port: int = 0, endpoints: int = 2
+) -> tuple[ServicePort, tuple[Endpoint, ...]]:
+    port = ServicePort(
+        name=ServicePortName("default", name, "http", Protocol.TCP),
+        cluster_ip=ip,
+        port=80,
+        node_port=node_port,
+    )
+    eps = tuple(
+        Endpoint(f"10.244.{i}.{int(ip.split('.')[-1])}", 8080) for i in range(1, endpoints + 1)
+    )
+    return port, eps
+
+
+def cluster(*entries: tuple[ServicePort, tuple[Endpoint, ...]]) -> ProxyState:
+    return ProxyState(
+        node=Node("node-1", ("192.0.2.10",)),
+        services=tuple(sorted((p for p, _ in entries), key=lambda p: p.name)),
+        endpoints={p.name: eps for p, eps in entries},
+    )
+
+
+BASE = cluster(
+    service("web", "10.96.0.20", node_port=30080),
+    service("api", "10.96.0.30", endpoints=3),
+    service("empty", "10.96.0.40", endpoints=0),
+)
+
+
+@pytest.fixture(params=["legacy", "nft"])
+def kernel(request: pytest.FixtureRequest, netns: str) -> KernelIptables:
+    return KernelIptables(IptablesBinaries(request.param, ("ip", "netns", "exec", netns)))
+
+
+def owned(ruleset: Ruleset) -> dict[tuple[str, str], list[str]]:
+    """Every KUBE- chain and every jump in a built-in chain, rules normalized."""
+    result = {}
+    for table in ruleset:
+        for chain in table.chains:
+            if chain.name.startswith("KUBE-") or (chain.builtin and chain.rules):
+                result[(table.name, chain.name)] = [normalize_rule(r) for r in chain.rules]
+    return result
+
+
+def iptables(netns: str, backend: str, *args: str) -> None:
+    subprocess.run(["ip", "netns", "exec", netns, f"iptables-{backend}", *args], check=True)
+
+
+def test_kernel_holds_exactly_the_rendered_rules_after_a_sync(kernel: KernelIptables) -> None:
+    IptablesSyncer(kernel).sync(BASE, OPTIONS)
+
+    assert owned(kernel.save()) == owned(render_ruleset(BASE, OPTIONS))
+
+
+def test_a_second_sync_with_nothing_changed_writes_nothing(kernel: KernelIptables) -> None:
+    syncer = IptablesSyncer(kernel)
+    first = syncer.sync(BASE, OPTIONS)
+    second = syncer.sync(BASE, OPTIONS)
+
+    assert first.wrote and first.full
+    assert not second.wrote and not second.full
+
+
+def test_a_hand_deleted_rule_and_jump_are_repaired_by_the_next_partial_sync(
+    kernel: KernelIptables, netns: str
+) -> None:
+    syncer = IptablesSyncer(kernel)
+    syncer.sync(BASE, OPTIONS)
+    want = owned(kernel.save())
+    svc_chain = next(name for (table, name) in want if name.startswith("KUBE-SVC-"))
+    iptables(netns, kernel.backend, "-t", "nat", "-D", svc_chain, "1")
+    iptables(netns, kernel.backend, "-t", "nat", "-D", "PREROUTING", "1")
+    iptables(netns, kernel.backend, "-t", "filter", "-F", "KUBE-FORWARD")
+
+    repair = syncer.sync(BASE, OPTIONS)
+
+    assert not repair.full
+    assert repair.plan.chains_written == 2
+    assert repair.plan.jumps_fixed == 1
+    assert owned(kernel.save()) == want
+
+
+def test_a_duplicated_jump_is_removed(kernel: KernelIptables, netns: str) -> None:
+    syncer = IptablesSyncer(kernel)
+    syncer.sync(BASE, OPTIONS)
+    want = owned(kernel.save())
+    jump = ["-m", "comment", "--comment", "kubernetes service portals", "-j", "KUBE-SERVICES"]
+    iptables(netns, kernel.backend, "-t", "nat", "-A", "OUTPUT", *jump)
+
+    syncer.sync(BASE, OPTIONS)
+
+    assert owned(kernel.save()) == want
+
+
+def test_a_removed_service_leaves_no_chain_behind(kernel: KernelIptables) -> None:
+    syncer = IptablesSyncer(kernel)
+    syncer.sync(BASE, OPTIONS)
+    smaller = replace(BASE, services=tuple(p for p in BASE.services if p.name.name != "api"))
+
+    result = syncer.sync(smaller, OPTIONS)
+
+    assert result.plan.chains_deleted == 4  # KUBE-SVC and three KUBE-SEP
+    assert owned(kernel.save()) == owned(render_ruleset(smaller, OPTIONS))
+
+
+def test_a_refused_restore_leaves_the_previous_rules_in_both_tables(kernel: KernelIptables) -> None:
+    IptablesSyncer(kernel).sync(BASE, OPTIONS)
+    before = owned(kernel.save())
+    payload = (
+        "*filter\n:KUBE-FORWARD - [0:0]\nCOMMIT\n"
+        "*nat\n:KUBE-SERVICES - [0:0]\n-A KUBE-SERVICES -j KUBE-NO-SUCH-CHAIN\nCOMMIT\n"
+    )
+
+    with pytest.raises(IptablesError) as refused:
+        kernel.restore(payload)
+
+    assert refused.value.line is not None
+    # iptables-restore commits table by table: the filter table went in, nat did not.
+    after = owned(kernel.save())
+    assert after[("nat", "KUBE-SERVICES")] == before[("nat", "KUBE-SERVICES")]
+
+
+class RejectingKernel:
+    """A real kernel that, like one missing a match module, refuses rules for one address."""
+
+    def __init__(self, real: KernelIptables, poison: str) -> None:
+        self.real, self.poison, self.backend = real, poison, real.backend
+
+    def save(self) -> Ruleset:
+        return self.real.save()
+
+    def restore(self, payload: str, *, test: bool = False) -> None:
+        for number, line in enumerate(payload.splitlines(), start=1):
+            if self.poison in line:
+                raise IptablesError(f"line {number} failed", line=number, text=line)
+        self.real.restore(payload, test=test)
+
+
+def test_a_service_the_kernel_refuses_is_skipped_and_the_others_are_programmed(
+    kernel: KernelIptables,
+) -> None:
+    syncer = IptablesSyncer(kernel)
+    syncer.sync(BASE, OPTIONS)
+    with_bad = cluster(
+        service("web", "10.96.0.20", node_port=30080),
+        service("api", "10.96.0.30", endpoints=3),
+        service("bad", "10.96.0.66"),
+        service("new", "10.96.0.50"),
+    )
+    syncer.kernel = RejectingKernel(kernel, "10.96.0.66")
+
+    result = syncer.sync(with_bad, OPTIONS)
+
+    assert [s.name for s in result.rejected] == ["bad"]
+    without_bad = replace(
+        with_bad, services=tuple(p for p in with_bad.services if p.name.name != "bad")
+    )
+    assert owned(kernel.save()) == owned(render_ruleset(without_bad, OPTIONS))
+    assert syncer.needs_full  # the refused Service is tried again at the next sync
+
+
+def test_takeover_replaces_kube_proxy_rules_and_removes_its_stale_chains(
+    kernel: KernelIptables, netns: str
+) -> None:
+    # What a node running kube-proxy holds: its own argument order, and a Service since deleted.
+    kube_proxy_rules = (
+        "*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-MARK-MASQ - [0:0]\n:KUBE-SVC-OLDOLDOLDOLDOLD1 - [0:0]\n"
+        ":KUBE-SEP-OLDOLDOLDOLDOLD1 - [0:0]\n:KUBE-XLB-OLDOLDOLDOLDOLD1 - [0:0]\n"
+        '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES\n'
+        "-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000\n"
+        '-A KUBE-SERVICES -m comment --comment "gone/old cluster IP" -m tcp -p tcp -d 10.96.9.9 '
+        "--dport 80 -j KUBE-SVC-OLDOLDOLDOLDOLD1\n"
+        "-A KUBE-SVC-OLDOLDOLDOLDOLD1 -j KUBE-SEP-OLDOLDOLDOLDOLD1\n"
+        "-A KUBE-XLB-OLDOLDOLDOLDOLD1 -j KUBE-SVC-OLDOLDOLDOLDOLD1\n"
+        "-A KUBE-SEP-OLDOLDOLDOLDOLD1 -m tcp -p tcp -j DNAT --to-destination 10.244.9.9:80\n"
+        "COMMIT\n"
+    )
+    kernel.restore(kube_proxy_rules)
+
+    result = IptablesSyncer(kernel).sync(BASE, OPTIONS)
+
+    assert result.plan.chains_deleted == 3
+    assert owned(kernel.save()) == owned(render_ruleset(BASE, OPTIONS))
+
+
+def run_cli(netns: str, *args: str) -> subprocess.CompletedProcess[str]:
+    argv = ["ip", "netns", "exec", netns, sys.executable, "-m", "pykubeproxy", *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=REPO, check=False)
+
+
+def kube_chains(netns: str) -> list[str]:
+    found = []
+    for backend in ("legacy", "nft"):
+        for table in ("filter", "nat"):
+            out = subprocess.run(
+                ["ip", "netns", "exec", netns, f"iptables-{backend}-save", "-t", table],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            found += [f"{backend}/{line}" for line in out.splitlines() if "KUBE-" in line]
+    return found
+
+
+@pytest.mark.parametrize("backend", ["legacy", "nft"])
+def test_once_programs_the_examples_and_cleanup_removes_every_trace_twice_over(
+    netns: str, backend: str
+) -> None:
+    synced = run_cli(netns, "--from-file", "examples/", "--once", "--iptables-backend", backend)
+    assert synced.returncode == 0, synced.stderr
+    assert any("KUBE-SVC-NPX46M4PTMTKRN6Y" in line for line in kube_chains(netns))
+
+    for _ in range(2):
+        cleaned = run_cli(netns, "--cleanup")
+        assert cleaned.returncode == 0, cleaned.stderr
+        assert kube_chains(netns) == []
+
+
+def test_backend_detection_follows_the_backend_holding_kube_chains(netns: str) -> None:
+    prefix = ("ip", "netns", "exec", netns)
+    assert detect_backend(prefix).backend == "nft"  # nothing anywhere: today's default
+
+    iptables(netns, "legacy", "-t", "nat", "-N", "KUBE-KUBELET-CANARY")
+
+    choice = detect_backend(prefix)
+    assert choice.backend == "legacy"
+    assert "KUBE-" in choice.reason
+
+
+def test_plan_against_an_empty_kernel_declares_every_chain() -> None:
+    desired = render_ruleset(BASE, OPTIONS)
+    plan = plan_restore(desired, Ruleset(()), full=False)
+
+    declared = sum(1 for t in desired for c in t.chains if not c.builtin)
+    assert plan.chains_written == declared
+    assert plan.payload is not None
