@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -14,6 +15,8 @@ def topology() -> Iterator[Topology]:
     """A fresh topology for the module; torn down (processes stopped, namespaces gone) after."""
     reason = missing_requirements()
     if reason:
+        if os.environ.get("PYKUBEPROXY_REQUIRE_KERNEL_TESTS") == "1":
+            pytest.fail(f"{reason} (PYKUBEPROXY_REQUIRE_KERNEL_TESTS=1)")
         pytest.skip(reason)
     with topology_context() as topo:
         yield topo

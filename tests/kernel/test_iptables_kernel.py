@@ -192,7 +192,8 @@ def test_takeover_replaces_kube_proxy_rules_and_removes_its_stale_chains(
 ) -> None:
     # What a node running kube-proxy holds: its own argument order, and a Service since deleted.
     kube_proxy_rules = (
-        "*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-MARK-MASQ - [0:0]\n:KUBE-SVC-OLDOLDOLDOLDOLD1 - [0:0]\n"
+        "*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-MARK-MASQ - [0:0]\n"
+        ":KUBE-SVC-OLDOLDOLDOLDOLD1 - [0:0]\n"
         ":KUBE-SEP-OLDOLDOLDOLDOLD1 - [0:0]\n:KUBE-XLB-OLDOLDOLDOLDOLD1 - [0:0]\n"
         '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES\n'
         "-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000\n"

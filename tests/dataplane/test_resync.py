@@ -1,0 +1,55 @@
+"""The long-running proxy follows manifest edits, and leaves rules in place when it stops."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .cluster import endpoint_slice, node, proxy_argv, service, write_manifests
+from .topology import ClientResult, Topology
+
+HTTP = {"name": "http", "protocol": "TCP", "port": 80, "targetPort": 8080}
+SLICE_PORTS = [{"name": "http", "protocol": "TCP", "port": 8080}]
+VIP = "10.96.1.10"
+
+
+def manifests(topo: Topology, pods: tuple[str, ...]) -> list[dict[str, object]]:
+    return [
+        node(topo),
+        service("follow", VIP, [HTTP]),
+        endpoint_slice("follow", topo, pods, SLICE_PORTS),
+    ]
+
+
+def wait_for(topo: Topology, want: set[str], *, seconds: float = 15.0) -> ClientResult:
+    """Ask the VIP until only the wanted backends answer (bounded in time)."""
+    deadline = time.monotonic() + seconds
+    result = topo.run_client(topo.client_ns, VIP, 80, count=20, timeout=0.5)
+    while set(result.replies) != want and time.monotonic() < deadline:
+        time.sleep(0.3)
+        result = topo.run_client(topo.client_ns, VIP, 80, count=20, timeout=0.5)
+    return result
+
+
+def test_editing_the_manifests_moves_traffic_and_stopping_keeps_the_rules(
+    topology: Topology,
+) -> None:
+    path = write_manifests(
+        Path(topology.workdir) / "follow" / "cluster.yaml", manifests(topology, ("pod-a", "pod-b"))
+    )
+    proxy = topology.start_process(
+        topology.node_ns,
+        proxy_argv(path.parent, topology, "--iptables-min-sync-period", "100ms"),
+        log_name="pykubeproxy-follow",
+    )
+
+    first = wait_for(topology, {"pod-a", "pod-b"})
+    assert set(first.replies) == {"pod-a", "pod-b"}, topology.process_log(proxy)
+
+    write_manifests(path, manifests(topology, ("pod-c",)))
+    moved = wait_for(topology, {"pod-c"})
+    assert moved.replies == {"pod-c": 20}, topology.process_log(proxy)
+
+    assert topology.stop_process(proxy) == 0
+    after_stop = topology.run_client(topology.client_ns, VIP, 80, count=5)
+    assert after_stop.replies == {"pod-c": 5}
