@@ -1,4 +1,4 @@
-"""Real packets through the rules pykubeproxy writes: ClusterIP, NodePort, LoadBalancer, externalIP."""
+"""Real packets through the rules pykubeproxy writes: ClusterIP, NodePort, LB IP, externalIP."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def proxied(topology: Topology) -> Iterator[Topology]:
 
 def assert_uniform(replies: dict[str, int], total: int, backends: tuple[str, ...]) -> None:
     # Each backend's count is Binomial(total, 1/n). For 300 over 3 the standard deviation is
-    # 8.2, so [60, 140] is a ±4.9σ band: a correct proxy fails it about once in a million runs,
+    # 8.2, so [60, 140] is a band of 4.9 standard deviations either way: a correct proxy fails it about once in a million runs,
     # while a broken split (say 50/25/25) lands outside it.
     assert set(replies) == set(backends), replies
     expected = total / len(backends)
