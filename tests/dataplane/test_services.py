@@ -62,8 +62,8 @@ def proxied(topology: Topology) -> Iterator[Topology]:
 
 def assert_uniform(replies: dict[str, int], total: int, backends: tuple[str, ...]) -> None:
     # Each backend's count is Binomial(total, 1/n). For 300 over 3 the standard deviation is
-    # 8.2, so [60, 140] is a band of 4.9 standard deviations either way: a correct proxy fails it about once in a million runs,
-    # while a broken split (say 50/25/25) lands outside it.
+    # 8.2, so [60, 140] is a band of 4.9 standard deviations either way: a correct proxy fails
+    # it about once in a million runs, while a broken split (say 50/25/25) lands outside it.
     assert set(replies) == set(backends), replies
     expected = total / len(backends)
     sd = (total * (1 / len(backends)) * (1 - 1 / len(backends))) ** 0.5
