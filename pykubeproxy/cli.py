@@ -22,7 +22,7 @@ from pykubeproxy.backends.iptables.kernel import (
     detect_backend,
 )
 from pykubeproxy.backends.iptables.ruleset import format_restore, ruleset_to_json
-from pykubeproxy.backends.iptables.sync import IptablesSyncer, SyncError
+from pykubeproxy.backends.iptables.sync import IptablesSyncer, SyncError, chunk_rules
 from pykubeproxy.config import (
     Config,
     ConfigError,
@@ -350,7 +350,7 @@ def run_proxy(args: argparse.Namespace, config: Config) -> int:
     proxy = Proxy(
         config=config,
         identity=node_identity(config, tuple(args.node_ip or ())),
-        syncer=IptablesSyncer(kernel),
+        syncer=IptablesSyncer(kernel, chunk_rules=chunk_rules(choice.backend)),
     )
     if args.once:
         store = Store()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from graphlib import TopologicalSorter
 
 from pykubeproxy.backends.iptables import chains as c
 from pykubeproxy.backends.iptables.ruleset import Chain, Ruleset, Table, format_chain_rules
@@ -52,6 +53,8 @@ def is_owned_chain(table: str, chain: str) -> bool:
 
 @dataclass
 class TablePlan:
+    """One table's restore lines: chains declared (created or flushed), rules, chains deleted."""
+
     table: str
     declare: list[str] = field(default_factory=list)
     rules: list[str] = field(default_factory=list)
@@ -73,69 +76,124 @@ class TablePlan:
 
 @dataclass(frozen=True, slots=True)
 class RestorePlan:
-    """The payload to write (None when the kernel already holds the desired ruleset)."""
+    """The payloads to write, in order (none when the kernel already holds the desired ruleset).
 
-    payload: str | None
+    One payload is one atomic transaction. A plan is split into several only when asked to
+    (iptables-nft with large rulesets); then every chain is still written whole, and after the
+    chains it jumps to, so that whatever has been applied so far is consistent.
+    """
+
+    payloads: tuple[str, ...]
     chains_written: int
     chains_deleted: int
     jumps_fixed: int
 
+    @property
+    def payload(self) -> str | None:
+        """Everything this plan writes, as one text (for logs and dry runs)."""
+        return "".join(self.payloads) or None
 
-def _ensure_jumps(plan: TablePlan, want: Chain, have: Chain | None) -> int:
+
+@dataclass
+class _TableChanges:
+    table: str
+    write: list[Chain]  # chains rewritten whole, each after the chains it jumps to
+    jumps: list[str]  # -I / -D lines keeping our jumps in the built-in chains
+    stale: list[str]  # owned chains nothing should jump to any more
+
+
+def _ensure_jumps(want: Chain, have: Chain | None) -> list[str]:
     """Insert missing jumps at the top of a built-in chain; delete duplicate copies."""
     existing = [normalize_rule(r) for r in (have.rules if have else ())]
-    fixes = 0
+    lines = []
     position = 1
     for rule in want.rules:
         count = existing.count(normalize_rule(rule))
         if count == 0:
-            plan.rules.append(f"-I {want.name} {position} {rule}")
+            lines.append(f"-I {want.name} {position} {rule}")
             position += 1
-            fixes += 1
-        plan.rules.extend(f"-D {want.name} {rule}" for _ in range(count - 1))
-        fixes += max(count - 1, 0)
-    return fixes
+        lines.extend(f"-D {want.name} {rule}" for _ in range(count - 1))
+    return lines
 
 
-def _plan_table(want: Table, have: Table | None, *, full: bool) -> tuple[TablePlan, int, int, int]:
-    plan = TablePlan(want.name)
-    written = jumps = 0
-    wanted_names = {chain.name for chain in want.chains}
+def _dependency_order(chains: list[Chain]) -> list[Chain]:
+    """The chains ordered so that each comes after every chain (of the list) it jumps to."""
+    by_name = {chain.name: chain for chain in chains}
+    sorter: TopologicalSorter[str] = TopologicalSorter()
+    for chain in chains:
+        targets = {_jump_target(rule) for rule in chain.rules}
+        sorter.add(chain.name, *(t for t in targets if t in by_name and t != chain.name))
+    return [by_name[name] for name in sorter.static_order()]
+
+
+def _table_changes(want: Table, have: Table | None, *, full: bool) -> _TableChanges:
+    current = {chain.name: chain for chain in (have.chains if have else ())}
+    changes = _TableChanges(want.name, [], [], [])
+    write = []
     for chain in want.chains:
-        current = have.chain(chain.name) if have else None
         if chain.builtin:
-            jumps += _ensure_jumps(plan, chain, current)
+            changes.jumps.extend(_ensure_jumps(chain, current.get(chain.name)))
             continue
-        if full or current is None or not same_rules(chain.rules, current.rules):
-            plan.declare.append(chain.name)
-            plan.rules.extend(format_chain_rules(chain))
-            written += 1
-    stale = [
-        chain.name
-        for chain in (have.chains if have else ())
-        if chain.name not in wanted_names and is_owned_chain(want.name, chain.name)
+        existing = current.get(chain.name)
+        if full or existing is None or not same_rules(chain.rules, existing.rules):
+            write.append(chain)
+    changes.write = _dependency_order(write)
+    wanted = {chain.name for chain in want.chains}
+    changes.stale = [
+        name for name in current if name not in wanted and is_owned_chain(want.name, name)
     ]
+    return changes
+
+
+def _single_payload(changes: _TableChanges) -> TablePlan:
+    plan = TablePlan(changes.table)
+    for chain in changes.write:
+        plan.declare.append(chain.name)
+        plan.rules.extend(format_chain_rules(chain))
+    plan.rules.extend(changes.jumps)
     # Declaring flushes them, so no stale chain still jumps to another when they are deleted.
-    plan.declare.extend(stale)
-    plan.delete.extend(stale)
-    return plan, written, len(stale), jumps
+    plan.declare.extend(changes.stale)
+    plan.delete.extend(changes.stale)
+    return plan
 
 
-def plan_restore(desired: Ruleset, actual: Ruleset, *, full: bool) -> RestorePlan:
-    """The restore payload that turns `actual` into `desired` (both tables in one transaction)."""
-    lines: list[str] = []
-    written = deleted = jumps = 0
+def _chunked_payloads(changes: _TableChanges, chunk_rules: int) -> list[TablePlan]:
+    plans = [TablePlan(changes.table)]
+    for chain in changes.write:
+        if plans[-1].rules and len(plans[-1].rules) + len(chain.rules) > chunk_rules:
+            plans.append(TablePlan(changes.table))
+        plans[-1].declare.append(chain.name)
+        plans[-1].rules.extend(format_chain_rules(chain))
+    last = TablePlan(changes.table, rules=list(changes.jumps))
+    last.declare.extend(changes.stale)
+    last.delete.extend(changes.stale)
+    return [*plans, last]
+
+
+def plan_restore(
+    desired: Ruleset, actual: Ruleset, *, full: bool, chunk_rules: int | None = None
+) -> RestorePlan:
+    """What turns `actual` into `desired`: one transaction, or chunks of about `chunk_rules`."""
+    tables = []
     for table in desired:
         try:
             have: Table | None = actual.table(table.name)
         except KeyError:
             have = None
-        plan, w, d, j = _plan_table(table, have, full=full)
-        written, deleted, jumps = written + w, deleted + d, jumps + j
-        if not plan.empty:
-            lines.extend(plan.lines())
-    payload = "\n".join(lines) + "\n" if lines else None
-    return RestorePlan(payload, written, deleted, jumps)
+        tables.append(_table_changes(table, have, full=full))
+    if chunk_rules is None:
+        plans = [_single_payload(changes) for changes in tables]
+        lines = [line for plan in plans if not plan.empty for line in plan.lines()]
+        payloads: tuple[str, ...] = ("\n".join(lines) + "\n",) if lines else ()
+    else:
+        chunks = [plan for t in tables for plan in _chunked_payloads(t, chunk_rules)]
+        payloads = tuple("\n".join(p.lines()) + "\n" for p in chunks if not p.empty)
+    return RestorePlan(
+        payloads,
+        chains_written=sum(len(t.write) for t in tables),
+        chains_deleted=sum(len(t.stale) for t in tables),
+        jumps_fixed=sum(len(t.jumps) for t in tables),
+    )
 
 
 def plan_cleanup(actual: Ruleset) -> str | None:

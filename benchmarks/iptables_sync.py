@@ -1,0 +1,92 @@
+"""Prints how long iptables syncs take: full and no-op, for the examples and N generated Services.
+
+Runs as root inside a network namespace it creates and deletes. Usage:
+    uv run python benchmarks/iptables_sync.py [--services 1000 5000] [--endpoints 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import secrets
+import subprocess
+import time
+from pathlib import Path
+
+from pykubeproxy.backends.iptables.kernel import IptablesBinaries, KernelIptables, count_rules
+from pykubeproxy.backends.iptables.render import RenderOptions, render_ruleset
+from pykubeproxy.backends.iptables.sync import IptablesSyncer, chunk_rules
+from pykubeproxy.config import Config
+from pykubeproxy.daemon import load_files
+from pykubeproxy.model import Endpoint, Node, Protocol, ProxyState, ServicePort, ServicePortName
+from pykubeproxy.pipeline import NodeIdentity, desired_state
+from pykubeproxy.store import Store
+
+REPO = Path(__file__).resolve().parents[1]
+FIRST_ENDPOINT = ipaddress.IPv4Address("10.100.0.1")
+
+
+def generated(services: int, endpoints: int) -> tuple[ProxyState, RenderOptions]:
+    ports, eps = [], {}
+    for i in range(services):
+        name = ServicePortName(f"ns{i % 50}", f"svc{i}", "http", Protocol.TCP)
+        ip = f"10.96.{i // 250}.{i % 250 + 1}"
+        node_port = 30000 + i if i % 10 == 0 else 0
+        ports.append(ServicePort(name=name, cluster_ip=ip, port=80, node_port=node_port))
+        first = int(FIRST_ENDPOINT) + i * endpoints
+        eps[name] = tuple(
+            Endpoint(str(ipaddress.IPv4Address(first + j)), 8080) for j in range(endpoints)
+        )
+    state = ProxyState(
+        Node("node-1", ("192.0.2.10",)), tuple(sorted(ports, key=lambda p: p.name)), eps
+    )
+    return state, RenderOptions(cluster_cidr="10.244.0.0/16", node_ips=("192.0.2.10",))
+
+
+def examples() -> tuple[ProxyState, RenderOptions]:
+    store = Store()
+    load_files(store, [REPO / "examples"])
+    desired = desired_state(
+        store.snapshot(), Config(cluster_cidr="10.244.0.0/16"), NodeIdentity("node-1", True)
+    )
+    return desired.state, desired.options
+
+
+def measure(label: str, backend: str, state: ProxyState, opts: RenderOptions) -> None:
+    ns = f"pkp-bench-{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        kernel = KernelIptables(IptablesBinaries(backend, ("ip", "netns", "exec", ns)))
+        syncer = IptablesSyncer(kernel, chunk_rules=chunk_rules(backend))
+        started = time.perf_counter()
+        ruleset = render_ruleset(state, opts)
+        render = time.perf_counter() - started
+        started = time.perf_counter()
+        first = syncer.sync(state, opts)
+        full = time.perf_counter() - started
+        started = time.perf_counter()
+        second = syncer.sync(state, opts)
+        noop = time.perf_counter() - started
+        assert first.wrote and not second.wrote
+        print(
+            f"{label:>22} {backend:>6}: rules={count_rules(ruleset):>7} render={render:6.3f}s "
+            f"full sync={full:7.3f}s no-op sync={noop:6.3f}s"
+        )
+    finally:
+        subprocess.run(["ip", "netns", "delete", ns], check=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--services", type=int, nargs="*", default=[1000])
+    parser.add_argument("--endpoints", type=int, default=5)
+    parser.add_argument("--backends", nargs="*", default=["legacy", "nft"])
+    args = parser.parse_args()
+    for backend in args.backends:
+        measure("examples", backend, *examples())
+        for n in args.services:
+            measure(f"{n} svc x {args.endpoints} ep", backend, *generated(n, args.endpoints))
+
+
+if __name__ == "__main__":
+    main()
