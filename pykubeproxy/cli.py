@@ -30,10 +30,11 @@ from pykubeproxy.config import (
     parse_duration,
     read_config_document,
 )
-from pykubeproxy.daemon import Proxy, load_files, run_from_files
+from pykubeproxy.daemon import FileSource, Proxy, load_files, run_sync_loop
 from pykubeproxy.log import get_logger, setup_logging
 from pykubeproxy.pipeline import desired_state, node_identity
 from pykubeproxy.sources.files import ManifestError, read_manifests
+from pykubeproxy.sources.kube import KubeSource, RateLimiter, api_client, requesters
 from pykubeproxy.store import Store
 
 EXIT_OK = 0
@@ -332,13 +333,19 @@ def run_cleanup(config: Config) -> int:
     return EXIT_OK
 
 
+def _kube_source(config: Config, node_name: str, store: Store) -> KubeSource:
+    api = api_client(config.kubeconfig, config.master)
+    return KubeSource(
+        request_by_kind=requesters(api, node_name),
+        store=store,
+        limiter=RateLimiter(config.api_qps, config.api_burst),
+    )
+
+
 def run_proxy(args: argparse.Namespace, config: Config) -> int:
     log = get_logger("pykubeproxy")
     if config.mode != "iptables":
         log.error(f"proxy mode {config.mode} is not implemented yet; use iptables")
-        return EXIT_USAGE
-    if not args.from_file:
-        log.error("reading the API server is not implemented yet; use --from-file")
         return EXIT_USAGE
     try:
         choice = detect_backend(requested=config.iptables_backend)
@@ -347,13 +354,17 @@ def run_proxy(args: argparse.Namespace, config: Config) -> int:
         return EXIT_FAILURE
     log.info("iptables backend chosen", backend=choice.backend, reason=choice.reason)
     kernel = KernelIptables(IptablesBinaries(choice.backend))
+    identity = node_identity(config, tuple(args.node_ip or ()))
     proxy = Proxy(
         config=config,
-        identity=node_identity(config, tuple(args.node_ip or ())),
+        identity=identity,
         syncer=IptablesSyncer(kernel, chunk_rules=chunk_rules(choice.backend)),
     )
+    store = Store()
     if args.once:
-        store = Store()
+        if not args.from_file:
+            log.error("--once needs --from-file")
+            return EXIT_USAGE
         load_files(store, args.from_file)
         try:
             proxy.sync(store, full=True)
@@ -361,10 +372,25 @@ def run_proxy(args: argparse.Namespace, config: Config) -> int:
             log.error("the kernel refused the rules", error=str(exc))
             return EXIT_FAILURE
         return EXIT_OK
+    source: FileSource | KubeSource
+    if args.from_file:
+        source = FileSource(store, args.from_file)
+    else:
+        try:
+            source = _kube_source(config, identity.name, store)
+        except Exception as exc:  # the client raises several kinds for a bad or missing config
+            log.error("cannot configure the Kubernetes API client", error=str(exc))
+            return EXIT_FAILURE
+        source.start()
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    run_from_files(proxy, args.from_file, stop=stop)
+    log.info("running", node=identity.name, source="files" if args.from_file else "api")
+    try:
+        run_sync_loop(proxy, store, source, stop=stop)
+    finally:
+        if isinstance(source, KubeSource):
+            source.stop(timeout=2.0)
     # Rules stay in place: traffic keeps flowing while the proxy restarts, as with kube-proxy.
     log.info("stopped; rules left in place")
     return EXIT_OK

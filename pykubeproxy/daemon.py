@@ -1,4 +1,4 @@
-"""The long-running proxy: feed the store, decide when to sync, sync, until told to stop."""
+"""The long-running proxy: sources feed the store, the schedule says when, the proxy syncs."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from pykubeproxy.backends.iptables.kernel import count_rules
 from pykubeproxy.backends.iptables.sync import IptablesSyncer, SyncError, SyncResult
@@ -14,27 +15,32 @@ from pykubeproxy.log import get_logger
 from pykubeproxy.pipeline import NodeIdentity, desired_state
 from pykubeproxy.runner import SyncSchedule
 from pykubeproxy.sources.files import ManifestError, manifest_files, read_manifests
-from pykubeproxy.store import Store
+from pykubeproxy.store import Snapshot, Store
 
 FILE_POLL_INTERVAL = 1.0  # seconds between looks at the manifests' modification times
+MAX_IDLE_WAIT = 1.0  # the loop looks at its sources at least this often
 
 log = get_logger("pykubeproxy.daemon")
 
 
 class Proxy:
-    """One node's proxy: turns the store's current snapshot into kernel rules."""
+    """One node's proxy: turns a snapshot of the store into kernel rules."""
 
     def __init__(self, *, config: Config, identity: NodeIdentity, syncer: IptablesSyncer) -> None:
         self.config = config
         self.identity = identity
         self.syncer = syncer
         self._reported: set[str] = set()
+        # Called after each sync with the snapshot and the result (metrics hook in here).
+        self.observers: list[Callable[[Snapshot, SyncResult, float], None]] = []
 
     def sync(self, store: Store, *, full: bool) -> SyncResult:
         started = time.monotonic()
-        desired = desired_state(store.snapshot(), self.config, self.identity)
+        snapshot = store.snapshot()
+        desired = desired_state(snapshot, self.config, self.identity)
         self._report_skipped([str(s) for s in desired.state.skipped if s.invalid])
         result = self.syncer.sync(desired.state, desired.options, full=full)
+        elapsed = time.monotonic() - started
         for skipped in result.rejected:
             log.warning(
                 "service skipped",
@@ -51,8 +57,10 @@ class Proxy:
             chains_written=result.plan.chains_written,
             chains_deleted=result.plan.chains_deleted,
             rules=count_rules(result.ruleset),
-            seconds=round(time.monotonic() - started, 4),
+            seconds=round(elapsed, 4),
         )
+        for observer in self.observers:
+            observer(snapshot, result, elapsed)
         return result
 
     def _report_skipped(self, reasons: list[str]) -> None:
@@ -61,6 +69,16 @@ class Proxy:
             if reason not in self._reported:
                 log.warning("skipped invalid object", detail=reason)
         self._reported = set(reasons)
+
+
+class Source(Protocol):
+    """Feeds the store. `synced` turns true once it has delivered a complete view."""
+
+    @property
+    def synced(self) -> bool: ...
+
+    def poll(self) -> None:
+        """Look for changes (sources with threads of their own do nothing here)."""
 
 
 def load_files(store: Store, paths: Sequence[Path]) -> None:
@@ -87,34 +105,59 @@ def files_signature(paths: Sequence[Path]) -> tuple[tuple[str, int, int], ...]:
     return tuple(signature)
 
 
-def run_from_files(
+class FileSource:
+    """Manifests on disk, re-read whenever a file's size or modification time changes."""
+
+    def __init__(self, store: Store, paths: Sequence[Path]) -> None:
+        self.store = store
+        self.paths = paths
+        self.synced = False
+        self._signature: tuple[tuple[str, int, int], ...] | None = None
+        self._next_look = 0.0
+
+    def poll(self) -> None:
+        now = time.monotonic()
+        if now < self._next_look:
+            return
+        self._next_look = now + FILE_POLL_INTERVAL
+        current = files_signature(self.paths)
+        if current == self._signature:
+            return
+        self._signature = current
+        try:
+            load_files(self.store, self.paths)
+            self.synced = True
+        except ManifestError as exc:
+            # Keep programming what we had: an edit in progress must not wipe the node.
+            log.error("cannot read manifests; keeping the previous ones", error=str(exc))
+
+
+def run_sync_loop(
     proxy: Proxy,
-    paths: Sequence[Path],
+    store: Store,
+    source: Source,
     *,
     stop: threading.Event,
     clock: Callable[[], float] = time.monotonic,
 ) -> None:
-    """Re-read the manifests when they change and keep the kernel in step until `stop` is set."""
-    store = Store()
+    """Sync whenever the schedule says so, until `stop` is set. Never before the source synced."""
     schedule = SyncSchedule(
         min_interval=proxy.config.min_sync_period, max_interval=proxy.config.sync_period
     )
-    signature: tuple[tuple[str, int, int], ...] | None = None
-    loaded = False  # never sync an empty view before the manifests were read once
+    wake = threading.Event()
+
+    def changed() -> None:
+        schedule.request()
+        wake.set()
+
+    store.on_change(changed)
     while not stop.is_set():
-        current = files_signature(paths)
-        if current != signature:
-            try:
-                load_files(store, paths)
-                signature, loaded = current, True
-                schedule.request()
-            except ManifestError as exc:
-                # Keep programming what we had: an edit in progress must not wipe the node.
-                log.error("cannot read manifests; keeping the previous ones", error=str(exc))
-                signature = current
+        wake.clear()
+        source.poll()
         now = clock()
         due = schedule.due(now)
-        if due.run and loaded:
+        # A proxy restarting must not wipe the node's rules with a view it has not finished.
+        if due.run and source.synced:
             schedule.started(now, full=due.full)
             try:
                 proxy.sync(store, full=due.full)
@@ -122,5 +165,9 @@ def run_from_files(
             except SyncError as exc:
                 schedule.finished(clock(), ok=False)
                 log.error("sync failed; will retry", error=str(exc), failures=schedule.failures)
-        wait = min(FILE_POLL_INTERVAL, max(schedule.next_time() - clock(), 0.0))
-        stop.wait(max(wait, 0.01))
+        wait = min(MAX_IDLE_WAIT, max(schedule.next_time() - clock(), 0.0))
+        if not source.synced:
+            wait = max(wait, 0.1)  # the store's change notification wakes us earlier
+        wake.wait(max(wait, 0.01))
+        if stop.is_set():
+            break

@@ -1,0 +1,347 @@
+"""The Kubernetes API source: a reflector per kind (LIST, then WATCH with bookmarks) into the store.
+
+The `kubernetes` client loads the configuration and carries the requests; responses are decoded
+as plain JSON (`_preload_content=False`), never into the client's model classes, which cost
+more than the rest of a sync at 10k objects.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pykubeproxy.log import get_logger
+from pykubeproxy.store import Store
+from pykubeproxy.translate import LABEL_HEADLESS, LABEL_SERVICE_PROXY_NAME
+
+log = get_logger("pykubeproxy.sources.kube")
+
+# kube-proxy's informers ignore objects meant for another proxy and headless Services.
+PROXY_LABEL_SELECTOR = f"!{LABEL_SERVICE_PROXY_NAME},!{LABEL_HEADLESS}"
+
+
+class WatchExpired(Exception):
+    """The server no longer has the history we asked for (410 Gone): list again."""
+
+
+class SourceError(Exception):
+    """A request failed in a way that retrying later may fix."""
+
+
+class Response(Protocol):
+    """What we need of the client's urllib3 response."""
+
+    status: int
+    data: bytes
+
+    def stream(self, amt: int = ..., decode_content: bool | None = ...) -> Iterator[bytes]: ...
+
+    def release_conn(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+# Calls one list/watch endpoint with the given query parameters; returns the raw response.
+Requester = Callable[..., Response]
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """How long to wait for the API server, and how to back off when it fails."""
+
+    page_size: int = 500
+    watch_timeout: int = 300  # server-side timeoutSeconds of a watch (a random share is added)
+    read_timeout: float = 60.0  # no byte for this long (bookmarks come every minute): reconnect
+    connect_timeout: float = 10.0
+    backoff_base: float = 0.8
+    backoff_max: float = 30.0
+
+
+class RateLimiter:
+    """A token bucket: `qps` requests per second on average, bursts of `burst` (client-go's)."""
+
+    def __init__(
+        self,
+        qps: float,
+        burst: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.qps, self.burst = qps, max(burst, 1)
+        self.clock, self.sleep = clock, sleep
+        self._tokens = float(self.burst)
+        self._last = clock()
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        with self._lock:
+            now = self.clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.qps)
+            self._last = now
+            self._tokens -= 1
+            delay = -self._tokens / self.qps if self._tokens < 0 and self.qps > 0 else 0.0
+        if delay > 0:
+            self.sleep(delay)
+
+
+def _status_error(status: int, body: bytes) -> Exception:
+    if status == 410:
+        return WatchExpired(f"HTTP 410: {body[:200]!r}")
+    return SourceError(f"HTTP {status}: {body[:300]!r}")
+
+
+def _lines(response: Response) -> Iterator[bytes]:
+    """The newline-separated JSON documents of a watch stream, as they arrive."""
+    pending = b""
+    for chunk in response.stream(65536, decode_content=True):
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        yield from (line for line in complete if line.strip())
+    if pending.strip():
+        yield pending
+
+
+class Reflector:
+    """Keeps one kind of object in the store in step with the API server.
+
+    LIST (in pages) replaces the kind's contents; WATCH from the list's resourceVersion applies
+    each event; bookmarks and events advance the resourceVersion, so a reconnect resumes where
+    the stream stopped. `410 Gone` means that history is lost: list again, which also applies
+    deletions that happened while disconnected. Other failures back off and retry.
+    """
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        request: Requester,
+        store: Store,
+        stop: threading.Event,
+        timing: Timing = Timing(),
+        limiter: RateLimiter | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.kind = kind
+        self.request = request
+        self.store = store
+        self.stop = stop
+        self.timing = timing
+        self.limiter = limiter
+        self.rng = rng or random.Random()
+        self.synced = threading.Event()
+        self._active: Response | None = None
+        self.resource_version = ""
+        self.failures = 0
+        self.lists = 0
+
+    def run(self) -> None:
+        must_list = True
+        while not self.stop.is_set():
+            try:
+                if must_list:
+                    self._list()
+                    must_list = False
+                # A watch that ends (timeoutSeconds, a dropped connection) resumes from the
+                # newest resourceVersion seen; only a 410 costs a new LIST.
+                self._watch()
+                self.failures = 0
+            except WatchExpired as exc:
+                log.info("resource version expired; listing again", kind=self.kind, error=str(exc))
+                must_list = True
+            except Exception as exc:  # any other failure: back off and retry, keep serving
+                self._back_off(exc)
+
+    def _call(self, **query: Any) -> Response:
+        if self.limiter:
+            self.limiter.wait()
+        try:
+            response = self.request(
+                _preload_content=False,
+                _request_timeout=(self.timing.connect_timeout, self.timing.read_timeout),
+                **query,
+            )
+        except Exception as exc:
+            status = getattr(exc, "status", None)
+            if isinstance(status, int) and status:
+                raise _status_error(status, str(getattr(exc, "body", "")).encode()) from exc
+            raise SourceError(f"{type(exc).__name__}: {exc}") from exc
+        if response.status >= 400:
+            body = response.data
+            response.release_conn()
+            raise _status_error(response.status, body)
+        return response
+
+    def _list(self) -> None:
+        items: list[Mapping[str, object]] = []
+        token = ""
+        while True:
+            response = self._call(limit=self.timing.page_size, _continue=token or None)
+            try:
+                page = json.loads(response.data)
+            finally:
+                response.release_conn()
+            items.extend(page.get("items") or [])
+            metadata = page.get("metadata") or {}
+            token = metadata.get("continue") or ""
+            if not token:
+                break
+        self.store.replace(self.kind, items)
+        self.resource_version = str(metadata.get("resourceVersion", ""))
+        self.lists += 1
+        self.failures = 0
+        self.synced.set()
+        log.info(
+            "listed", kind=self.kind, objects=len(items), resource_version=self.resource_version
+        )
+
+    def _watch(self) -> None:
+        # Spread reconnects of many nodes over time, as client-go does.
+        timeout = int(self.timing.watch_timeout * (1 + self.rng.random()))
+        response = self._call(
+            watch=True,
+            resource_version=self.resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=timeout,
+        )
+        self._active = response
+        try:
+            for line in _lines(response):
+                if self.stop.is_set():
+                    return
+                self._apply(json.loads(line))
+        finally:
+            self._active = None
+            response.close()
+
+    def interrupt(self) -> None:
+        """Unblock a watch waiting for data (used when stopping)."""
+        active = self._active
+        if active is not None:
+            active.close()
+
+    def _apply(self, event: Mapping[str, Any]) -> None:
+        kind, obj = event.get("type"), event.get("object") or {}
+        if kind == "ERROR":
+            code = obj.get("code")
+            if code == 410:
+                raise WatchExpired(str(obj.get("message", "")))
+            raise SourceError(f"watch error {code}: {obj.get('message', '')}")
+        version = (obj.get("metadata") or {}).get("resourceVersion")
+        if kind in ("ADDED", "MODIFIED"):
+            self.store.upsert(self.kind, obj)
+        elif kind == "DELETED":
+            self.store.delete(self.kind, obj)
+        elif kind != "BOOKMARK":
+            raise SourceError(f"unknown watch event type {kind!r}")
+        if version:
+            self.resource_version = str(version)
+
+    def _back_off(self, exc: Exception) -> None:
+        self.failures += 1
+        ceiling = min(self.timing.backoff_max, self.timing.backoff_base * 2 ** (self.failures - 1))
+        delay = ceiling * (0.5 + self.rng.random() / 2)  # jitter: half to all of the ceiling
+        log.warning(
+            "api request failed; retrying",
+            kind=self.kind,
+            error=str(exc),
+            failures=self.failures,
+            retry_in=round(delay, 2),
+        )
+        self.stop.wait(delay)
+
+
+def api_client(config_file: str, master: str) -> Any:
+    """A configured `kubernetes` ApiClient: --kubeconfig, else in-cluster; --master overrides."""
+    from kubernetes import client as k8s_client
+    from kubernetes import config as k8s_config
+
+    if config_file:
+        api = k8s_config.new_client_from_config(config_file=config_file)
+    elif master:
+        configuration = k8s_client.Configuration()
+        configuration.host = master
+        api = k8s_client.ApiClient(configuration)
+    else:
+        configuration = k8s_client.Configuration()
+        k8s_config.load_incluster_config(client_configuration=configuration)
+        api = k8s_client.ApiClient(configuration)
+    if master:
+        api.configuration.host = master
+    return api
+
+
+def requesters(api: Any, node_name: str) -> dict[str, Requester]:
+    """The list/watch call of each kind kube-proxy follows, with kube-proxy's selectors."""
+    from kubernetes import client as k8s_client
+
+    core = k8s_client.CoreV1Api(api)
+    discovery = k8s_client.DiscoveryV1Api(api)
+
+    def services(**query: Any) -> Response:
+        return core.list_service_for_all_namespaces(label_selector=PROXY_LABEL_SELECTOR, **query)  # type: ignore[no-any-return]
+
+    def endpoint_slices(**query: Any) -> Response:
+        return discovery.list_endpoint_slice_for_all_namespaces(  # type: ignore[no-any-return]
+            label_selector=PROXY_LABEL_SELECTOR, **query
+        )
+
+    def nodes(**query: Any) -> Response:
+        return core.list_node(field_selector=f"metadata.name={node_name}", **query)  # type: ignore[no-any-return]
+
+    return {"Service": services, "EndpointSlice": endpoint_slices, "Node": nodes}
+
+
+class KubeSource:
+    """One reflector thread per kind, feeding the store; synced once every kind has listed."""
+
+    def __init__(
+        self,
+        *,
+        request_by_kind: Mapping[str, Requester],
+        store: Store,
+        timing: Timing = Timing(),
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        self.stop_event = threading.Event()
+        self.reflectors = [
+            Reflector(
+                kind=kind,
+                request=request,
+                store=store,
+                stop=self.stop_event,
+                timing=timing,
+                limiter=limiter,
+            )
+            for kind, request in request_by_kind.items()
+        ]
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def synced(self) -> bool:
+        return all(r.synced.is_set() for r in self.reflectors)
+
+    def poll(self) -> None:
+        """Nothing to do: the reflector threads push changes into the store themselves."""
+
+    def start(self) -> None:
+        for reflector in self.reflectors:
+            thread = threading.Thread(
+                target=reflector.run, name=f"reflector-{reflector.kind}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop watching. A watch blocked on a read ends at its read timeout at the latest."""
+        self.stop_event.set()
+        for reflector in self.reflectors:
+            reflector.interrupt()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(deadline - time.monotonic(), 0.0))
