@@ -49,7 +49,8 @@ class SyncSchedule:
         if self.last_start is None:
             return float("-inf")
         earliest = self.last_start + self.min_interval
-        candidates = [(self.last_full or self.last_start) + self.max_interval]
+        last_full = self.last_full if self.last_full is not None else self.last_start
+        candidates = [last_full + self.max_interval]
         if self.pending:
             candidates.append(earliest)
         if self.retry_at is not None:

@@ -1,0 +1,83 @@
+"""The daemon's loop: nothing is written before the source has synced; changes trigger syncs."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from pykubeproxy.config import Config
+from pykubeproxy.daemon import Proxy, run_sync_loop
+from pykubeproxy.pipeline import NodeIdentity
+from pykubeproxy.store import Store
+
+
+class RecordingSyncer:
+    """Stands in for IptablesSyncer: remembers the Services of every sync it was asked for."""
+
+    def __init__(self) -> None:
+        self.synced: list[list[str]] = []
+
+        class Kernel:
+            backend = "fake"
+
+        self.kernel = Kernel()
+
+    def sync(self, state, opts, *, full=False):  # type: ignore[no-untyped-def]
+        from pykubeproxy.backends.iptables.diff import RestorePlan
+        from pykubeproxy.backends.iptables.render import render_ruleset
+        from pykubeproxy.backends.iptables.sync import SyncResult
+
+        self.synced.append([str(p.name) for p in state.services])
+        return SyncResult(full, RestorePlan((), 0, 0, 0), render_ruleset(state, opts))
+
+
+class ManualSource:
+    def __init__(self) -> None:
+        self.synced = False
+
+    def poll(self) -> None:
+        pass
+
+
+def service(name: str) -> dict[str, object]:
+    return {
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"clusterIP": "10.96.0.1", "ports": [{"port": 80}]},
+    }
+
+
+def wait_until(condition, seconds: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def test_no_sync_before_the_source_is_synced_then_changes_are_followed() -> None:
+    store, source, syncer = Store(), ManualSource(), RecordingSyncer()
+    proxy = Proxy(
+        config=Config(min_sync_period=0.0),
+        identity=NodeIdentity("node-1", True),
+        syncer=syncer,  # type: ignore[arg-type]
+    )
+    stop = threading.Event()
+    loop = threading.Thread(
+        target=run_sync_loop, args=(proxy, store, source), kwargs={"stop": stop}
+    )
+    loop.start()
+    try:
+        store.upsert("Service", service("half-listed"))
+        time.sleep(0.3)
+        assert syncer.synced == []  # an incomplete view must never reach the kernel
+
+        source.synced = True
+        assert wait_until(lambda: syncer.synced == [["default/half-listed"]])
+
+        store.upsert("Service", service("added"))
+        assert wait_until(lambda: syncer.synced[-1] == ["default/added", "default/half-listed"])
+    finally:
+        stop.set()
+        loop.join(5)
+    assert not loop.is_alive()
