@@ -8,6 +8,7 @@ import json
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -31,8 +32,12 @@ from pykubeproxy.config import (
     read_config_document,
 )
 from pykubeproxy.daemon import FileSource, Proxy, load_files, run_sync_loop
+from pykubeproxy.health import ProxyHealth
 from pykubeproxy.log import get_logger, setup_logging
+from pykubeproxy.metrics import ProxyMetrics, standard_registry
+from pykubeproxy.observe import observe
 from pykubeproxy.pipeline import desired_state, node_identity
+from pykubeproxy.servers import Listener, RulesView, health_routes, metrics_routes
 from pykubeproxy.sources.files import ManifestError, read_manifests
 from pykubeproxy.sources.kube import KubeSource, RateLimiter, api_client, requesters
 from pykubeproxy.store import Store
@@ -342,6 +347,22 @@ def _kube_source(config: Config, node_name: str, store: Store) -> KubeSource:
     )
 
 
+def _serve(config: Config, proxy: Proxy, store: Store) -> list[Listener]:
+    """Metrics, /rules, /healthz and /livez, fed by every change and sync; SIGUSR1 logs rules."""
+    registry = standard_registry()
+    metrics = ProxyMetrics(registry, started=time.time())
+    metrics.backend.info({"mode": config.mode, "backend": proxy.syncer.kernel.backend})
+    health = ProxyHealth(timeout=2 * config.sync_period)
+    rules = RulesView()
+    observe(proxy, store, metrics=metrics, health=health, rules=rules)
+    log = get_logger("pykubeproxy")
+    signal.signal(signal.SIGUSR1, lambda *_: log.info("rules", rules=rules.text()))
+    return [
+        Listener(config.metrics_bind_address, metrics_routes(registry, rules), "metrics").start(),
+        Listener(config.healthz_bind_address, health_routes(health, metrics), "healthz").start(),
+    ]
+
+
 def run_proxy(args: argparse.Namespace, config: Config) -> int:
     log = get_logger("pykubeproxy")
     if config.mode != "iptables":
@@ -382,6 +403,7 @@ def run_proxy(args: argparse.Namespace, config: Config) -> int:
             log.error("cannot configure the Kubernetes API client", error=str(exc))
             return EXIT_FAILURE
         source.start()
+    listeners = _serve(config, proxy, store)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -391,6 +413,8 @@ def run_proxy(args: argparse.Namespace, config: Config) -> int:
     finally:
         if isinstance(source, KubeSource):
             source.stop(timeout=2.0)
+        for listener in listeners:
+            listener.stop()
     # Rules stay in place: traffic keeps flowing while the proxy restarts, as with kube-proxy.
     log.info("stopped; rules left in place")
     return EXIT_OK

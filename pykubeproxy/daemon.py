@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -12,7 +13,7 @@ from pykubeproxy.backends.iptables.kernel import count_rules
 from pykubeproxy.backends.iptables.sync import IptablesSyncer, SyncError, SyncResult
 from pykubeproxy.config import Config
 from pykubeproxy.log import get_logger
-from pykubeproxy.pipeline import NodeIdentity, desired_state
+from pykubeproxy.pipeline import Desired, NodeIdentity, desired_state
 from pykubeproxy.runner import SyncSchedule
 from pykubeproxy.sources.files import ManifestError, manifest_files, read_manifests
 from pykubeproxy.store import Snapshot, Store
@@ -23,6 +24,19 @@ MAX_IDLE_WAIT = 1.0  # the loop looks at its sources at least this often
 log = get_logger("pykubeproxy.daemon")
 
 
+@dataclass(frozen=True, slots=True)
+class SyncReport:
+    """What observers (metrics, health, /rules) learn after every sync attempt."""
+
+    snapshot: Snapshot
+    desired: Desired
+    full: bool
+    seconds: float
+    failed_restores: int  # restores the kernel refused during this sync
+    result: SyncResult | None  # None when the sync failed
+    error: str = ""
+
+
 class Proxy:
     """One node's proxy: turns a snapshot of the store into kernel rules."""
 
@@ -31,15 +45,26 @@ class Proxy:
         self.identity = identity
         self.syncer = syncer
         self._reported: set[str] = set()
-        # Called after each sync with the snapshot and the result (metrics hook in here).
-        self.observers: list[Callable[[Snapshot, SyncResult, float], None]] = []
+        # Told about every sync attempt (metrics, health and /rules hook in here).
+        self.observers: list[Callable[[SyncReport], None]] = []
+
+    def _notify(self, report: SyncReport) -> None:
+        for observer in self.observers:
+            observer(report)
 
     def sync(self, store: Store, *, full: bool) -> SyncResult:
         started = time.monotonic()
         snapshot = store.snapshot()
         desired = desired_state(snapshot, self.config, self.identity)
         self._report_skipped([str(s) for s in desired.state.skipped if s.invalid])
-        result = self.syncer.sync(desired.state, desired.options, full=full)
+        refused_before = self.syncer.failed_restores
+        try:
+            result = self.syncer.sync(desired.state, desired.options, full=full)
+        except SyncError as exc:
+            refused = self.syncer.failed_restores - refused_before
+            seconds = time.monotonic() - started
+            self._notify(SyncReport(snapshot, desired, full, seconds, refused, None, str(exc)))
+            raise
         elapsed = time.monotonic() - started
         for skipped in result.rejected:
             log.warning(
@@ -59,8 +84,8 @@ class Proxy:
             rules=count_rules(result.ruleset),
             seconds=round(elapsed, 4),
         )
-        for observer in self.observers:
-            observer(snapshot, result, elapsed)
+        refused = self.syncer.failed_restores - refused_before
+        self._notify(SyncReport(snapshot, desired, result.full, elapsed, refused, result))
         return result
 
     def _report_skipped(self, reasons: list[str]) -> None:

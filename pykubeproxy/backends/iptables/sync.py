@@ -48,6 +48,8 @@ class IptablesSyncer:
         self.chunk_rules = chunk_rules
         # The first sync rewrites everything; so does the one after any failure.
         self.needs_full = True
+        # Restores the kernel refused, ever (the metrics count them).
+        self.failed_restores = 0
 
     def _write(self, plan: RestorePlan) -> None:
         for payload in plan.payloads:
@@ -62,6 +64,7 @@ class IptablesSyncer:
             plan = plan_restore(ruleset, actual, full=full, chunk_rules=self.chunk_rules)
             self._write(plan)
         except IptablesError as exc:
+            self.failed_restores += 1
             return self._sync_without_rejected(state, opts, exc)
         self.needs_full = False
         return SyncResult(full, plan, ruleset)
@@ -80,6 +83,7 @@ class IptablesSyncer:
             )
             self._write(plan)
         except IptablesError as exc:
+            self.failed_restores += 1
             raise SyncError(f"the kernel refused the ruleset: {exc}") from exc
         reason = f"rules rejected by the kernel ({error})"
         skipped = tuple(
