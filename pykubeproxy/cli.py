@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import difflib
 import json
 import signal
@@ -41,10 +42,12 @@ from pykubeproxy.servers import Listener, RulesView, health_routes, metrics_rout
 from pykubeproxy.sources.files import ManifestError, read_manifests
 from pykubeproxy.sources.kube import KubeSource, RateLimiter, api_client, requesters
 from pykubeproxy.store import Store
+from pykubeproxy.sysctl import ensure_sysctl
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 
 # kube-proxy flags we accept so existing DaemonSets keep starting, but do not act on (yet).
 IGNORED_FLAGS = (
@@ -363,6 +366,13 @@ def _serve(config: Config, proxy: Proxy, store: Store) -> list[Listener]:
     ]
 
 
+def _nodeports_on_loopback(config: Config) -> bool:
+    nets = [n for n in config.nodeport_addresses if n != "primary"]
+    if not config.nodeport_addresses:
+        return True
+    return any(ipaddress.ip_network(n, strict=False).overlaps(LOOPBACK) for n in nets)
+
+
 def run_proxy(args: argparse.Namespace, config: Config) -> int:
     log = get_logger("pykubeproxy")
     if config.mode != "iptables":
@@ -374,6 +384,9 @@ def run_proxy(args: argparse.Namespace, config: Config) -> int:
         log.error("cannot use iptables", error=str(exc))
         return EXIT_FAILURE
     log.info("iptables backend chosen", backend=choice.backend, reason=choice.reason)
+    if config.localhost_nodeports and _nodeports_on_loopback(config):
+        # NodePorts on 127.0.0.1 need the kernel to route DNATed loopback traffic (kube-proxy).
+        ensure_sysctl("net/ipv4/conf/all/route_localnet", 1)
     kernel = KernelIptables(IptablesBinaries(choice.backend))
     identity = node_identity(config, tuple(args.node_ip or ()))
     proxy = Proxy(
