@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import difflib
+import ipaddress
 import json
 import signal
 import sys
