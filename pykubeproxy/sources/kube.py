@@ -39,7 +39,7 @@ class Response(Protocol):
     status: int
     data: bytes
 
-    def stream(self, amt: int = ..., decode_content: bool | None = ...) -> Iterator[bytes]: ...
+    def __iter__(self) -> Iterator[bytes]: ...
 
     def release_conn(self) -> None: ...
 
@@ -97,14 +97,14 @@ def _status_error(status: int, body: bytes) -> Exception:
 
 
 def _lines(response: Response) -> Iterator[bytes]:
-    """The newline-separated JSON documents of a watch stream, as they arrive."""
-    pending = b""
-    for chunk in response.stream(65536, decode_content=True):
-        pending += chunk
-        *complete, pending = pending.split(b"\n")
-        yield from (line for line in complete if line.strip())
-    if pending.strip():
-        yield pending
+    """The newline-separated JSON documents of a watch stream, as they arrive.
+
+    urllib3 splits the body into lines itself. One iterator must serve the whole response:
+    a second one finds the connection closed and ends silently, as if the watch had ended.
+    """
+    for line in response:
+        if line.strip():
+            yield line
 
 
 class Reflector:
@@ -261,19 +261,17 @@ def api_client(config_file: str, master: str) -> Any:
     from kubernetes import client as k8s_client
     from kubernetes import config as k8s_config
 
+    configuration = k8s_client.Configuration()
     if config_file:
-        api = k8s_config.new_client_from_config(config_file=config_file)
-    elif master:
-        configuration = k8s_client.Configuration()
-        configuration.host = master
-        api = k8s_client.ApiClient(configuration)
-    else:
-        configuration = k8s_client.Configuration()
+        k8s_config.load_kube_config(config_file=config_file, client_configuration=configuration)
+    elif not master:
         k8s_config.load_incluster_config(client_configuration=configuration)
-        api = k8s_client.ApiClient(configuration)
     if master:
-        api.configuration.host = master
-    return api
+        configuration.host = master
+    # Our reflectors back off and retry themselves; urllib3's own retries would hide failures
+    # and multiply requests to a struggling API server.
+    configuration.retries = False
+    return k8s_client.ApiClient(configuration)
 
 
 def requesters(api: Any, node_name: str) -> dict[str, Requester]:

@@ -1,0 +1,231 @@
+"""The real reflector, on the real kubernetes client, against the fake API server and its faults."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from pykubeproxy.sources.kube import KubeSource, Timing, api_client, requesters
+from pykubeproxy.store import Store
+
+from .fake_apiserver import FakeApiServer, make_endpoint_slice, make_node, make_service
+
+FAST = Timing(
+    page_size=2,
+    watch_timeout=30,
+    read_timeout=1.0,
+    connect_timeout=1.0,
+    backoff_base=0.05,
+    backoff_max=0.2,
+)
+
+
+def names(store: Store, kind: str) -> set[str]:
+    snap = store.snapshot()
+    objects = {"Service": snap.services, "EndpointSlice": snap.endpoint_slices, "Node": snap.nodes}
+    found = set()
+    for obj in objects[kind]:
+        meta = obj["metadata"]
+        assert isinstance(meta, dict)
+        found.add(f"{meta.get('namespace', '')}/{meta['name']}")
+    return found
+
+
+def eventually(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
+    done = threading.Event()
+    deadline = threading.Event()
+    timer = threading.Timer(seconds, deadline.set)
+    timer.start()
+    try:
+        while not deadline.is_set():
+            if condition():
+                done.set()
+                break
+            deadline.wait(0.02)
+    finally:
+        timer.cancel()
+    return done.is_set() or condition()
+
+
+@pytest.fixture
+def source(apiserver: FakeApiServer, kubeconfig: Path) -> Iterator[tuple[KubeSource, Store]]:
+    for i in range(5):
+        apiserver.create("services", make_service(f"svc-{i}", cluster_ip=f"10.96.0.{10 + i}"))
+    apiserver.create("endpointslices", make_endpoint_slice("svc-0", addresses=["10.244.1.5"]))
+    apiserver.create("nodes", make_node("node-1"))
+    apiserver.create("nodes", make_node("node-2"))
+    store = Store()
+    api = api_client(str(kubeconfig), "")
+    kube = KubeSource(request_by_kind=requesters(api, "node-1"), store=store, timing=FAST)
+    kube.start()
+    try:
+        yield kube, store
+    finally:
+        kube.stop(timeout=5.0)
+        api.close()
+
+
+def reflector(kube: KubeSource, kind: str):  # type: ignore[no-untyped-def]
+    return next(r for r in kube.reflectors if r.kind == kind)
+
+
+def test_the_initial_sync_lists_in_pages_and_then_watches_from_the_list_version(
+    apiserver: FakeApiServer, source: tuple[KubeSource, Store]
+) -> None:
+    kube, store = source
+    assert eventually(lambda: kube.synced)
+
+    assert names(store, "Service") == {f"default/svc-{i}" for i in range(5)}
+    assert names(store, "Node") == {"/node-1"}  # only this node, by field selector
+    lists = apiserver.requests_to("services", watch=False)
+    assert [r.query.get("limit") for r in lists] == ["2", "2", "2"]
+    assert "continue" in lists[1].query
+    assert eventually(lambda: bool(apiserver.requests_to("services", watch=True)))
+    watch = apiserver.requests_to("services", watch=True)[0]
+    assert watch.query["allowWatchBookmarks"] in ("true", "True")
+    # Nothing was written after the LIST: the watch starts at the version it returned.
+    assert watch.query["resourceVersion"] == apiserver.resource_version
+    assert watch.query["labelSelector"] == (
+        "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless"
+    )
+
+
+def test_added_modified_and_deleted_objects_reach_the_store(
+    apiserver: FakeApiServer, source: tuple[KubeSource, Store]
+) -> None:
+    kube, store = source
+    assert eventually(lambda: kube.synced)
+    assert apiserver.wait_for_watches("services")
+
+    apiserver.create("services", make_service("new", cluster_ip="10.96.1.1"))
+    changed = make_service("svc-1", cluster_ip="10.96.0.11", ports=(8443,))
+    apiserver.update("services", changed)
+    apiserver.delete("services", "default", "svc-2")
+    apiserver.create("endpointslices", make_endpoint_slice("new", addresses=["10.244.2.2"]))
+
+    want = {"default/new", "default/svc-0", "default/svc-1", "default/svc-3", "default/svc-4"}
+    assert eventually(lambda: names(store, "Service") == want)
+    snap = store.snapshot()
+    svc1 = next(s for s in snap.services if s["metadata"]["name"] == "svc-1")  # type: ignore[index]
+    assert svc1["spec"]["ports"][0]["port"] == 8443  # type: ignore[index]
+    assert eventually(lambda: len(store.snapshot().endpoint_slices) == 2)
+
+
+def test_a_410_relists_and_applies_deletions_made_while_disconnected(
+    apiserver: FakeApiServer, source: tuple[KubeSource, Store]
+) -> None:
+    kube, store = source
+    assert eventually(lambda: kube.synced)
+    assert apiserver.wait_for_watches("services")
+    services = reflector(kube, "Service")
+
+    # The watch breaks; while we are away, a Service goes and the server forgets its history.
+    apiserver.delay("services", 0.5)
+    apiserver.drop_watch("services")
+    apiserver.delete("services", "default", "svc-3")
+    apiserver.compact()
+    apiserver.delay("services", 0)
+
+    assert eventually(lambda: "default/svc-3" not in names(store, "Service"))
+    assert services.lists >= 2
+
+
+def test_an_http_410_on_watch_also_relists(
+    apiserver: FakeApiServer, source: tuple[KubeSource, Store]
+) -> None:
+    kube, _ = source
+    assert eventually(lambda: kube.synced)
+    assert apiserver.wait_for_watches("endpointslices")
+    slices = reflector(kube, "EndpointSlice")
+
+    apiserver.gone_next_watch("endpointslices", as_http=True)
+    apiserver.drop_watch("endpointslices")
+
+    assert eventually(lambda: slices.lists >= 2)
+    assert kube.synced
+
+
+def test_a_dropped_watch_resumes_from_the_last_version_without_relisting(
+    apiserver: FakeApiServer, source: tuple[KubeSource, Store]
+) -> None:
+    kube, store = source
+    assert eventually(lambda: kube.synced)
+    assert apiserver.wait_for_watches("services")
+    services = reflector(kube, "Service")
+
+    apiserver.drop_watch("services", after_events=1)
+    apiserver.create("services", make_service("one", cluster_ip="10.96.2.1"))
+    apiserver.create("services", make_service("two", cluster_ip="10.96.2.2"))
+
+    assert eventually(lambda: {"default/one", "default/two"} <= names(store, "Service"))
+    assert services.lists == 1
+    watches = apiserver.requests_to("services", watch=True)
+    assert len(watches) >= 2
+    assert watches[-1].query["resourceVersion"] != watches[0].query["resourceVersion"]
+
+
+def test_a_stalled_watch_is_noticed_by_the_read_timeout_and_replaced(
+    apiserver: FakeApiServer, source: tuple[KubeSource, Store]
+) -> None:
+    kube, store = source
+    assert eventually(lambda: kube.synced)
+    assert apiserver.wait_for_watches("services")
+    apiserver.stall_watch("services")
+    apiserver.create("services", make_service("during-stall", cluster_ip="10.96.3.1"))
+
+    assert eventually(lambda: "default/during-stall" in names(store, "Service"), seconds=15)
+
+
+def test_server_errors_back_off_and_the_sync_completes(
+    apiserver: FakeApiServer, kubeconfig: Path
+) -> None:
+    apiserver.create("services", make_service("svc", cluster_ip="10.96.0.10"))
+    apiserver.fail_next("services", status=500, count=3, verb="list")
+    store = Store()
+    api = api_client(str(kubeconfig), "")
+    kube = KubeSource(request_by_kind=requesters(api, "node-1"), store=store, timing=FAST)
+    kube.start()
+    try:
+        assert eventually(lambda: kube.synced)
+        assert reflector(kube, "Service").lists == 1
+        assert len(apiserver.requests_to("services", watch=False)) == 4
+    finally:
+        kube.stop()
+        api.close()
+
+
+def test_bookmarks_advance_the_resource_version(
+    apiserver: FakeApiServer, source: tuple[KubeSource, Store]
+) -> None:
+    kube, _ = source
+    assert eventually(lambda: kube.synced)
+    assert apiserver.wait_for_watches("services")
+    # A write elsewhere moves the global version; only a bookmark tells the Service watch.
+    apiserver.create("nodes", make_node("node-3"))
+    apiserver.send_bookmark("services")
+
+    assert eventually(
+        lambda: reflector(kube, "Service").resource_version == apiserver.resource_version
+    )
+
+
+def test_nothing_is_synced_until_every_kind_has_listed(
+    apiserver: FakeApiServer, kubeconfig: Path
+) -> None:
+    apiserver.fail_next("nodes", status=503, count=8, verb="list")
+    store = Store()
+    api = api_client(str(kubeconfig), "")
+    kube = KubeSource(request_by_kind=requesters(api, "node-1"), store=store, timing=FAST)
+    kube.start()
+    try:
+        assert eventually(lambda: reflector(kube, "Service").synced.is_set())
+        assert eventually(lambda: len(apiserver.requests_to("nodes", watch=False)) >= 3)
+        assert not kube.synced  # Services listed, but this node is not known yet
+        assert eventually(lambda: kube.synced)
+        assert len(apiserver.requests_to("nodes", watch=False)) == 9
+    finally:
+        kube.stop()
+        api.close()
