@@ -28,7 +28,8 @@ def setup_logging(verbosity: int = 0, *, json_lines: bool | None = None) -> None
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level_for_verbosity(verbosity)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # Looked up at each call: whoever replaced sys.stderr since (a test) gets the lines.
+        logger_factory=lambda *_: structlog.PrintLogger(sys.stderr),
         cache_logger_on_first_use=False,
     )
 

@@ -62,6 +62,9 @@ def observe(
                 metrics.partial_restore_failures.inc()
         ruleset = report.desired.ruleset if report.result is None else report.result.ruleset
         if report.result is None:
+            # The snapshot took these changes out of the store: count them now or never.
+            metrics.service_changes.inc(report.snapshot.service_changes)
+            metrics.endpoint_changes.inc(report.snapshot.endpoint_changes)
             rules.record(LastSync(ruleset, _rfc3339(now), False, report.error))
             return
         snapshot, state = report.snapshot, report.desired.state

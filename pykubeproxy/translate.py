@@ -7,6 +7,7 @@ an invalid one is skipped with a reason and never stops the others from being pr
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -108,6 +109,17 @@ def _object_ref(kind: str, obj: object) -> ObjectRef:
     if not name:
         raise InvalidObject(f"{kind} has no metadata.name")
     return ObjectRef(kind, _field(meta, "namespace", str, "default"), name)
+
+
+# The API only accepts DNS labels for namespaces, Service names and port names; anything else
+# (from a file) would end up in rule comments and make iptables-restore refuse the whole ruleset.
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def _dns_label(value: str, what: str) -> str:
+    if not _DNS_LABEL.fullmatch(value):
+        raise InvalidObject(f"{what} {value!r} is not a DNS label (a-z, 0-9, '-'; at most 63)")
+    return value
 
 
 def _not_proxied_reason(labels: Mapping[str, str]) -> str | None:
@@ -218,6 +230,8 @@ def _service_port_specs(
         if not isinstance(raw, dict):
             raise InvalidObject(f"ports[{index}] is not an object")
         port_name = _field(raw, "name", str, "")
+        if port_name:
+            _dns_label(port_name, f"ports[{index}].name")
         if port_name in seen:
             raise InvalidObject(f"duplicate port name {port_name!r}")
         seen.add(port_name)
@@ -241,6 +255,8 @@ def translate_service(obj: object, *, family: int = 4) -> tuple[list[ServicePort
     labels = _str_map(_mapping(obj, "metadata"), "labels")
     if reason := _not_proxied_reason(labels):
         return [], [ref.skipped(reason)]
+    _dns_label(ref.namespace, "namespace")
+    _dns_label(ref.name, "name")
     spec = _mapping(obj, "spec")
     service_type = _field(spec, "type", str, "ClusterIP")
     if service_type not in SERVICE_TYPES:

@@ -9,6 +9,7 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
+import structlog
 
 # CI sets this so that a kernel test which cannot run fails instead of quietly skipping.
 REQUIRE_KERNEL = os.environ.get("PYKUBEPROXY_REQUIRE_KERNEL_TESTS") == "1"
@@ -26,6 +27,13 @@ def need_root_and(*binaries: str) -> None:
         if REQUIRE_KERNEL:
             pytest.fail(f"{reason} (PYKUBEPROXY_REQUIRE_KERNEL_TESTS=1)")
         pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def _plain_logging() -> Iterator[None]:
+    """Every test starts and ends with structlog's defaults (a CLI test may configure it)."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture

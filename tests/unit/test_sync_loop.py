@@ -16,6 +16,7 @@ class RecordingSyncer:
 
     def __init__(self) -> None:
         self.synced: list[list[str]] = []
+        self.failed_restores = 0
 
         class Kernel:
             backend = "fake"

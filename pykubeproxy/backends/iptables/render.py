@@ -272,8 +272,10 @@ def _render_firewall_chain(t: _Tables, p: _Plan, opts: RenderOptions) -> None:
     comment = _comment(f"{p.name} loadbalancer IP")
     allow_from_node = False
     for cidr in p.port.load_balancer_source_ranges:
-        t.add("nat", chain, f"-s {cidr} {comment} -j {p.ext_chain}")
         net = ipaddress.ip_network(cidr)
+        # iptables-save leaves out a match-anything source, so we do too.
+        source = f"-s {cidr}" if net.prefixlen else None
+        t.add("nat", chain, f"{spec(source, comment)} -j {p.ext_chain}")
         allow_from_node |= any(ipaddress.ip_address(ip) in net for ip in opts.node_ips)
     if allow_from_node:
         # A node reaching its own load balancer IP loops back with that IP as its source.
@@ -340,12 +342,13 @@ def _render_service_port(t: _Tables, p: _Plan, opts: RenderOptions) -> None:
 
 def _nodeport_destinations(opts: RenderOptions) -> list[str]:
     """How KUBE-SERVICES hands over to KUBE-NODEPORTS: by local address type or by node IP."""
-    if not opts.nodeport_addresses:
+    nets = [ipaddress.ip_network(cidr, strict=False) for cidr in opts.nodeport_addresses]
+    # kube-proxy treats a zero CIDR (0.0.0.0/0) like an empty list: every local address.
+    if not nets or any(net.prefixlen == 0 for net in nets):
         local = "-m addrtype --dst-type LOCAL"
         if not opts.localhost_nodeports:
             return [f"! -d 127.0.0.0/8 {_comment(NODEPORTS_COMMENT)} {local}"]
         return [f"{_comment(NODEPORTS_COMMENT)} {local}"]
-    nets = [ipaddress.ip_network(cidr, strict=False) for cidr in opts.nodeport_addresses]
     ips = sorted(
         {ip for ip in opts.node_ips if any(ipaddress.ip_address(ip) in net for net in nets)},
         key=ipaddress.ip_address,

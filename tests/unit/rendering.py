@@ -1,0 +1,137 @@
+"""Test helpers: render manifests the way the CLI does, and check a ruleset's jump graph."""
+
+from __future__ import annotations
+
+import itertools
+import shlex
+import subprocess
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pykubeproxy.backends.iptables.chains import BUILTIN_CHAINS
+from pykubeproxy.backends.iptables.ruleset import Ruleset, Table
+from pykubeproxy.config import CONFIG_KIND, build_config, read_config_document
+from pykubeproxy.pipeline import Desired, NodeIdentity, desired_state
+from pykubeproxy.sources.files import read_manifests
+from pykubeproxy.store import Store
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+GOLDEN = REPO / "tests" / "golden"
+NODE_NAME = "node-1"
+# Golden cases that render more than their own input.yaml.
+EXTRA_MANIFESTS = {"examples": (EXAMPLES,)}
+
+RESTORE_BINARIES = ("iptables-legacy-restore", "iptables-nft-restore")
+
+STANDARD_TARGETS = frozenset(
+    {"ACCEPT", "DROP", "REJECT", "RETURN", "DNAT", "MARK", "MASQUERADE", "SNAT"}
+)
+
+
+def config_settings(path: Path) -> dict[str, Any]:
+    """The settings of the KubeProxyConfiguration documents in a manifest file."""
+    values: dict[str, Any] = {}
+    for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+        if isinstance(doc, dict) and doc.get("kind") == CONFIG_KIND:
+            values.update(read_config_document(doc).values)
+    return values
+
+
+def render_manifests(paths: Iterable[Path], settings: dict[str, Any]) -> Desired:
+    """Files → store → snapshot → desired ruleset, as `--dry-run --from-file` does."""
+    manifests = read_manifests(list(paths))
+    store = Store()
+    for kind, objects in manifests.objects.items():
+        store.replace(kind, objects)
+    identity = NodeIdentity(NODE_NAME, explicit=True)
+    return desired_state(store.snapshot(), build_config(settings), identity)
+
+
+def render_golden_case(case: str) -> Desired:
+    """The desired state of tests/golden/<case>/input.yaml (plus its extra manifests)."""
+    input_file = GOLDEN / case / "input.yaml"
+    paths = [*EXTRA_MANIFESTS.get(case, ()), input_file]
+    return render_manifests(paths, config_settings(input_file))
+
+
+def jumps(table: Table) -> Iterator[tuple[str, str]]:
+    """(chain, target) for every rule with a -j or -g."""
+    for chain in table.chains:
+        for rule in chain.rules:
+            tokens = shlex.split(rule)
+            for verb, target in itertools.pairwise(tokens):
+                if verb in ("-j", "-g"):
+                    yield chain.name, target
+
+
+def unknown_targets(ruleset: Ruleset) -> list[str]:
+    """Jump targets that are neither a chain of the same table, a built-in nor standard."""
+    problems = []
+    for table in ruleset:
+        declared = {chain.name for chain in table.chains}
+        for chain, target in jumps(table):
+            if target not in declared | BUILTIN_CHAINS | STANDARD_TARGETS:
+                problems.append(f"{table.name}/{chain} jumps to unknown {target}")
+    return problems
+
+
+def orphan_chains(ruleset: Ruleset) -> list[str]:
+    """Declared non-built-in chains that no rule jumps to."""
+    orphans = []
+    for table in ruleset:
+        targets = {target for _, target in jumps(table)}
+        orphans.extend(
+            f"{table.name}/{chain.name}"
+            for chain in table.chains
+            if not chain.builtin and chain.name not in targets
+        )
+    return orphans
+
+
+def restore_errors(netns: str, text: str) -> list[str]:
+    """What each iptables backend says about restore text (`--noflush --test`, in netns)."""
+    errors = []
+    for binary in RESTORE_BINARIES:
+        result = subprocess.run(
+            ["ip", "netns", "exec", netns, binary, "--noflush", "--test"],
+            input=text,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        if result.returncode != 0:
+            errors.append(f"{binary}: {result.stderr.strip()}")
+    return errors
+
+
+def saved_rules(netns: str, backend: str, text: str) -> dict[tuple[str, str], list[str]]:
+    """Load restore text into the namespace (replacing its tables), then read it back with
+    iptables-save: (table, chain) → rules, in the kernel's own words."""
+    prefix = ["ip", "netns", "exec", netns]
+    restore = [*prefix, f"iptables-{backend}-restore"]
+    subprocess.run(restore, input=text, text=True, check=True, capture_output=True, timeout=60)
+    saved = subprocess.run(
+        [*prefix, f"iptables-{backend}-save"], text=True, check=True, capture_output=True
+    ).stdout
+    rules: dict[tuple[str, str], list[str]] = {}
+    table = ""
+    for line in saved.splitlines():
+        if line.startswith("*"):
+            table = line[1:]
+        elif line.startswith(":"):
+            rules.setdefault((table, line[1:].split(" ")[0]), [])
+        elif line.startswith("-A "):
+            _, chain, rule = line.split(" ", 2)
+            rules.setdefault((table, chain), []).append(rule)
+    return rules
+
+
+def rendered_rules(ruleset: Ruleset) -> dict[tuple[str, str], list[str]]:
+    return {
+        (table.name, chain.name): list(chain.rules) for table in ruleset for chain in table.chains
+    }
