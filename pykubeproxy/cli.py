@@ -38,7 +38,13 @@ from pykubeproxy.log import get_logger, setup_logging
 from pykubeproxy.metrics import ProxyMetrics, standard_registry
 from pykubeproxy.observe import observe
 from pykubeproxy.pipeline import desired_state, node_identity
-from pykubeproxy.servers import Listener, RulesView, health_routes, metrics_routes
+from pykubeproxy.servers import (
+    Listener,
+    ListenError,
+    RulesView,
+    health_routes,
+    metrics_routes,
+)
 from pykubeproxy.sources.files import ManifestError, read_manifests
 from pykubeproxy.sources.kube import KubeSource, RateLimiter, api_client, requesters
 from pykubeproxy.store import Store
@@ -360,10 +366,17 @@ def _serve(config: Config, proxy: Proxy, store: Store) -> list[Listener]:
     observe(proxy, store, metrics=metrics, health=health, rules=rules)
     log = get_logger("pykubeproxy")
     signal.signal(signal.SIGUSR1, lambda *_: log.info("rules", rules=rules.text()))
-    return [
-        Listener(config.metrics_bind_address, metrics_routes(registry, rules), "metrics").start(),
-        Listener(config.healthz_bind_address, health_routes(health, metrics), "healthz").start(),
-    ]
+    metrics_listener = Listener(
+        config.metrics_bind_address, metrics_routes(registry, rules), "metrics"
+    )
+    try:
+        health_listener = Listener(
+            config.healthz_bind_address, health_routes(health, metrics), "healthz"
+        )
+    except ListenError:
+        metrics_listener.server.server_close()
+        raise
+    return [metrics_listener.start(), health_listener.start()]
 
 
 def _nodeports_on_loopback(config: Config) -> bool:
@@ -416,7 +429,13 @@ def run_proxy(args: argparse.Namespace, config: Config) -> int:
             log.error("cannot configure the Kubernetes API client", error=str(exc))
             return EXIT_FAILURE
         source.start()
-    listeners = _serve(config, proxy, store)
+    try:
+        listeners = _serve(config, proxy, store)
+    except ListenError as exc:
+        log.error("cannot start", error=str(exc))
+        if isinstance(source, KubeSource):
+            source.stop(timeout=2.0)
+        return EXIT_FAILURE
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,6 +64,10 @@ class RulesView:
         return json.dumps(body, indent=2)
 
 
+class ListenError(Exception):
+    """A listener could not bind its address."""
+
+
 Route = Callable[[dict[str, list[str]]], tuple[int, str, bytes]]
 
 
@@ -88,14 +93,24 @@ def _handler(routes: dict[str, Route]) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
 class Listener:
     """A threaded HTTP server on its own thread; `stop()` closes it."""
 
     def __init__(self, address: str, routes: dict[str, Route], name: str) -> None:
         host, _, port = address.rpartition(":")
-        self.server = ThreadingHTTPServer(
-            (host.strip("[]") or "0.0.0.0", int(port)), _handler(routes)
-        )
+        host = host.strip("[]") or "0.0.0.0"
+        server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
+        try:
+            self.server = server_class((host, int(port)), _handler(routes))
+        except OSError as exc:
+            hint = " (is kube-proxy still running on this node?)" if exc.errno == 98 else ""
+            raise ListenError(
+                f"cannot listen on {address} for {name}: {exc.strerror}{hint}"
+            ) from exc
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name=name, daemon=True)
 

@@ -264,8 +264,13 @@ def api_client(config_file: str, master: str) -> Any:
     configuration = k8s_client.Configuration()
     if config_file:
         k8s_config.load_kube_config(config_file=config_file, client_configuration=configuration)
-    elif not master:
-        k8s_config.load_incluster_config(client_configuration=configuration)
+    else:
+        try:
+            # In a Pod: the ServiceAccount's token and CA, even when --master names the server.
+            k8s_config.load_incluster_config(client_configuration=configuration)
+        except k8s_config.ConfigException:
+            if not master:
+                raise
     if master:
         configuration.host = master
     # Our reflectors back off and retry themselves; urllib3's own retries would hide failures
