@@ -30,7 +30,8 @@ class SyncReport:
 
     snapshot: Snapshot
     desired: Desired
-    full: bool
+    full: bool  # whether the kernel was rewritten in full (a refused restore forces one)
+    attempted_full: bool  # whether the sync set out to be full
     seconds: float
     failed_restores: int  # restores the kernel refused during this sync
     result: SyncResult | None  # None when the sync failed
@@ -58,12 +59,24 @@ class Proxy:
         desired = desired_state(snapshot, self.config, self.identity)
         self._report_skipped([str(s) for s in desired.state.skipped if s.invalid])
         refused_before = self.syncer.failed_restores
+        attempted_full = full or self.syncer.needs_full
         try:
             result = self.syncer.sync(desired.state, desired.options, full=full)
         except SyncError as exc:
             refused = self.syncer.failed_restores - refused_before
             seconds = time.monotonic() - started
-            self._notify(SyncReport(snapshot, desired, full, seconds, refused, None, str(exc)))
+            self._notify(
+                SyncReport(
+                    snapshot,
+                    desired,
+                    attempted_full,
+                    attempted_full,
+                    seconds,
+                    refused,
+                    None,
+                    str(exc),
+                )
+            )
             raise
         elapsed = time.monotonic() - started
         for skipped in result.rejected:
@@ -85,7 +98,9 @@ class Proxy:
             seconds=round(elapsed, 4),
         )
         refused = self.syncer.failed_restores - refused_before
-        self._notify(SyncReport(snapshot, desired, result.full, elapsed, refused, result))
+        self._notify(
+            SyncReport(snapshot, desired, result.full, attempted_full, elapsed, refused, result)
+        )
         return result
 
     def _report_skipped(self, reasons: list[str]) -> None:

@@ -58,7 +58,7 @@ def observe(
         metrics.pending(services=store.pending("Service"), endpoints=store.pending("EndpointSlice"))
         if report.failed_restores:
             metrics.restore_failures.inc(report.failed_restores)
-            if not report.full:
+            if not report.attempted_full:
                 metrics.partial_restore_failures.inc()
         ruleset = report.desired.ruleset if report.result is None else report.result.ruleset
         if report.result is None:

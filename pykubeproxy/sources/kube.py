@@ -155,6 +155,8 @@ class Reflector:
                 log.info("resource version expired; listing again", kind=self.kind, error=str(exc))
                 must_list = True
             except Exception as exc:  # any other failure: back off and retry, keep serving
+                if self.stop.is_set():
+                    break  # the error is our own doing: stop() closed the connection
                 self._back_off(exc)
 
     def _call(self, **query: Any) -> Response:

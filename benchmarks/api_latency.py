@@ -1,0 +1,136 @@
+"""Prints how long a change takes from the API server's watch event to the kernel's rules.
+
+A fake API server (tests/api) holds N Services with one EndpointSlice each; the real reflector,
+store, sync loop and iptables syncer program a network namespace made for the run. Each of the
+changes moves one Service's endpoint; the time until the sync that carries it has written the
+kernel is recorded. Root needed. Usage:
+    uv run python benchmarks/api_latency.py [--services 1000] [--changes 100] [--min-sync 1s]
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from api.fake_apiserver import (  # noqa: E402
+    FakeApiServer,
+    make_endpoint_slice,
+    make_node,
+    make_service,
+)
+
+from pykubeproxy.backends.iptables.kernel import IptablesBinaries, KernelIptables  # noqa: E402
+from pykubeproxy.backends.iptables.sync import IptablesSyncer, chunk_rules  # noqa: E402
+from pykubeproxy.config import Config, parse_duration  # noqa: E402
+from pykubeproxy.daemon import Proxy, SyncReport, run_sync_loop  # noqa: E402
+from pykubeproxy.pipeline import NodeIdentity  # noqa: E402
+from pykubeproxy.sources.kube import KubeSource, api_client, requesters  # noqa: E402
+from pykubeproxy.store import Store  # noqa: E402
+
+
+def endpoint_ip(service: int, generation: int) -> str:
+    """A fresh address per change (generation < 150), so each one can be told apart."""
+    return f"10.{100 + generation}.{service // 250}.{service % 250 + 1}"
+
+
+def populate(server: FakeApiServer, services: int) -> None:
+    server.create("nodes", make_node("node-1", "192.0.2.10"))
+    for i in range(services):
+        server.create(
+            "services", make_service(f"svc-{i}", cluster_ip=f"10.96.{i // 250}.{i % 250 + 1}")
+        )
+        server.create(
+            "endpointslices",
+            make_endpoint_slice(f"svc-{i}", addresses=[endpoint_ip(i, 0)], name=f"svc-{i}-1"),
+        )
+
+
+def measure(services: int, changes: int, min_sync: float, backend: str) -> list[float]:
+    ns = f"pkp-lat-{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    stop = threading.Event()
+    with FakeApiServer(bookmark_interval=5.0) as server, tempfile.TemporaryDirectory() as tmp:
+        try:
+            populate(server, services)
+            api = api_client(str(server.write_kubeconfig(Path(tmp) / "kubeconfig")), "")
+            store = Store()
+            kernel = KernelIptables(IptablesBinaries(backend, ("ip", "netns", "exec", ns)))
+            proxy = Proxy(
+                config=Config(min_sync_period=min_sync, sync_period=3600.0),
+                identity=NodeIdentity("node-1", True),
+                syncer=IptablesSyncer(kernel, chunk_rules=chunk_rules(backend)),
+            )
+            landed: dict[str, float] = {}
+            landed_event = threading.Condition()
+
+            def record(report: SyncReport) -> None:
+                if report.result is None:
+                    return
+                now = time.monotonic()
+                with landed_event:
+                    for eps in report.desired.state.endpoints.values():
+                        for ep in eps:
+                            landed.setdefault(ep.ip, now)
+                    landed_event.notify_all()
+
+            proxy.observers.append(record)
+            source = KubeSource(request_by_kind=requesters(api, "node-1"), store=store)
+            source.start()
+            loop = threading.Thread(
+                target=run_sync_loop, args=(proxy, store, source), kwargs={"stop": stop}
+            )
+            loop.start()
+            with landed_event:
+                landed_event.wait_for(lambda: endpoint_ip(services - 1, 0) in landed, timeout=300)
+            latencies = []
+            for n in range(1, changes + 1):
+                target = (n * 7919) % services
+                ip = endpoint_ip(target, n)
+                started = time.monotonic()
+                server.update(
+                    "endpointslices",
+                    make_endpoint_slice(f"svc-{target}", addresses=[ip], name=f"svc-{target}-1"),
+                )
+                with landed_event:
+                    assert landed_event.wait_for(lambda ip=ip: ip in landed, timeout=60), ip
+                    latencies.append(landed[ip] - started)
+            return latencies
+        finally:
+            stop.set()
+            try:
+                source.stop()
+                loop.join(10)
+            except NameError:
+                pass
+            subprocess.run(["ip", "netns", "delete", ns], check=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--services", type=int, default=1000)
+    parser.add_argument("--changes", type=int, default=100)
+    parser.add_argument("--min-sync", default="1s", help="--iptables-min-sync-period")
+    parser.add_argument("--backend", default="nft")
+    args = parser.parse_args()
+    if args.changes >= 150:
+        parser.error("--changes must stay below 150 (each change gets its own address)")
+    latencies = measure(args.services, args.changes, parse_duration(args.min_sync), args.backend)
+    print(
+        f"{args.services} Services, {args.changes} changes, min-sync-period {args.min_sync}, "
+        f"{args.backend}: median {statistics.median(latencies):.3f}s, "
+        f"worst {max(latencies):.3f}s, best {min(latencies):.3f}s"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Observability tests: metrics, health, /rules, and the Grafana dashboard against Prometheus."""

@@ -1,0 +1,383 @@
+"""Runs pykubeproxy (and Prometheus) in a throw-away network namespace and talks to them there.
+
+Nothing here touches the host's own namespace beyond ``ip netns add|delete|pids`` and
+``ip netns exec <ours> ...``: every listener binds 127.0.0.1 inside the namespace, and every
+request to it is made from inside (by ``fetch.py``). Processes are stopped by PID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+FETCH = Path(__file__).with_name("fetch.py")
+NAME_RE = re.compile(r"^pkp-obs-[0-9a-f]{8}$")
+
+METRICS_ADDRESS = "127.0.0.1:10249"
+HEALTHZ_ADDRESS = "127.0.0.1:10256"
+METRICS_URL = f"http://{METRICS_ADDRESS}"
+HEALTHZ_URL = f"http://{HEALTHZ_ADDRESS}"
+SYNC_PERIOD = "2s"  # short, so that a periodic full resync happens within a test
+
+_PY = (sys.executable, "-I", "-S")  # the fetch helper is stdlib only: start it lean
+_CMD_TIMEOUT = 30.0
+_STOP_TIMEOUT = 5.0
+
+T = TypeVar("T")
+
+
+def wait_until(condition: Callable[[], T], *, what: str, timeout: float = 10.0) -> T:
+    """Poll `condition` until it returns something truthy; fail naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def rfc3339_now() -> str:
+    """Now, as the EndpointSlice controller writes its trigger-time annotation (UTC, with Z)."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One HTTP answer fetched inside the namespace (`status` None when nothing answered)."""
+
+    url: str
+    status: int | None
+    body: str = ""
+    content_type: str | None = None
+    error: str = ""
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class Namespace:
+    """A network namespace of our own, the processes started in it, and its removal."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.name = f"pkp-obs-{secrets.token_hex(4)}"
+        self.workdir = workdir
+        self._procs: dict[int, tuple[subprocess.Popen[bytes], Path]] = {}
+
+    @classmethod
+    @contextlib.contextmanager
+    def created(cls, workdir: Path) -> Iterator[Namespace]:
+        ns = cls(workdir)
+        subprocess.run(["ip", "netns", "add", ns.name], check=True, timeout=_CMD_TIMEOUT)
+        try:
+            subprocess.run(
+                ["ip", "-n", ns.name, "link", "set", "lo", "up"], check=True, timeout=_CMD_TIMEOUT
+            )
+            yield ns
+        finally:
+            ns.destroy()
+
+    def run(
+        self,
+        *argv: str,
+        input: str | None = None,
+        timeout: float = _CMD_TIMEOUT,
+        cwd: Path | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command inside the namespace; fail the test if it fails."""
+        cmd = ["ip", "netns", "exec", self.name, *argv]
+        proc = subprocess.run(
+            cmd,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            cwd=cwd,
+        )
+        if proc.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr}")
+        return proc
+
+    def start(
+        self, argv: Sequence[str], *, log_name: str, cwd: Path | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start a long-running process inside; its output goes to a log file nobody must drain."""
+        log_path = self.workdir / f"{log_name}.log"
+        with open(log_path, "wb") as log:
+            # `ip netns exec` execs in place, so the PID we keep is the process itself.
+            proc = subprocess.Popen(
+                ["ip", "netns", "exec", self.name, *argv],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+            )
+        self._procs[proc.pid] = (proc, log_path)
+        return proc
+
+    def log(self, proc: subprocess.Popen[bytes]) -> str:
+        return self._procs[proc.pid][1].read_text(errors="replace")
+
+    def stop(self, proc: subprocess.Popen[bytes], timeout: float = _STOP_TIMEOUT) -> int:
+        """SIGTERM by PID, SIGKILL if it lingers; the exit code (negative: killed by a signal)."""
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=timeout)
+        return proc.returncode
+
+    def fetch(self, *urls: str) -> list[Answer]:
+        """GET each URL from inside the namespace."""
+        out = self.run(*_PY, str(FETCH), input=json.dumps(urls), timeout=10.0 + 5.0 * len(urls))
+        return [
+            Answer(
+                url=item["url"],
+                status=item["status"],
+                body=item.get("body", ""),
+                content_type=item.get("type"),
+                error=item.get("error", ""),
+            )
+            for item in json.loads(out.stdout)
+        ]
+
+    def get(self, url: str) -> Answer:
+        return self.fetch(url)[0]
+
+    def destroy(self) -> None:
+        """Stop what we started, then anything else left inside (ours too), then delete it."""
+        if not NAME_RE.match(self.name):
+            raise ValueError(f"refusing to remove {self.name!r}: not a namespace of ours")
+        for proc, _ in list(self._procs.values()):
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                self.stop(proc)
+        self._procs.clear()
+        self._stop_stragglers()
+        deleted = subprocess.run(
+            ["ip", "netns", "delete", self.name],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=_CMD_TIMEOUT,
+        )
+        if deleted.returncode != 0:
+            raise RuntimeError(f"could not delete namespace {self.name}: {deleted.stderr}")
+
+    def _stop_stragglers(self) -> None:
+        listed = subprocess.run(
+            ["ip", "netns", "pids", self.name],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=_CMD_TIMEOUT,
+        )
+        pids = [int(p) for p in listed.stdout.split()]
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + _STOP_TIMEOUT
+            while pids and time.monotonic() < deadline:
+                pids = [p for p in pids if _alive(p)]
+                if pids:
+                    time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs: a zombie waiting for init to reap it does not count."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
+class Scrape:
+    """One /metrics page: the declared types, and every sample by name."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, flags=re.M))
+        self.samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                self.samples.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
+
+    def value(self, name: str, **labels: str) -> float | None:
+        for have, value in self.samples.get(name, ()):
+            if all(have.get(k) == v for k, v in labels.items()):
+                return value
+        return None
+
+    def buckets(self, histogram: str) -> list[float]:
+        """The upper bounds of a histogram's buckets, +Inf included, in order."""
+        return [float(labels["le"]) for labels, _ in self.samples.get(f"{histogram}_bucket", ())]
+
+
+def sync_counts(scrape: Scrape) -> tuple[float, float, float]:
+    """(all, full, partial) syncs counted so far."""
+    family = {"ip_family": "IPv4"}
+    return (
+        scrape.value("kubeproxy_sync_proxy_rules_duration_seconds_count", **family) or 0.0,
+        scrape.value("kubeproxy_sync_full_proxy_rules_duration_seconds_count", **family) or 0.0,
+        scrape.value("kubeproxy_sync_partial_proxy_rules_duration_seconds_count", **family) or 0.0,
+    )
+
+
+class ProxyProcess:
+    """pykubeproxy running from manifest files inside a namespace, logging JSON lines."""
+
+    def __init__(self, ns: Namespace, manifests: Path) -> None:
+        self.ns = ns
+        self.manifests = manifests
+        self.proc = ns.start(
+            [sys.executable, "-m", "pykubeproxy", *self.arguments(manifests)],
+            log_name="pykubeproxy",
+            cwd=REPO,
+        )
+
+    @staticmethod
+    def arguments(manifests: Path) -> list[str]:
+        return [
+            "--from-file",
+            str(manifests),
+            "--hostname-override",
+            "node-1",
+            "--iptables-min-sync-period",
+            "100ms",
+            "--iptables-sync-period",
+            SYNC_PERIOD,
+            "--metrics-bind-address",
+            METRICS_ADDRESS,
+            "--healthz-bind-address",
+            HEALTHZ_ADDRESS,
+        ]
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        lines = []
+        for line in self.ns.log(self.proc).splitlines():
+            with contextlib.suppress(ValueError):
+                parsed = json.loads(line)
+                if isinstance(parsed, dict):
+                    lines.append(parsed)
+        return lines
+
+    def logged(self, event: str) -> list[dict[str, Any]]:
+        return [line for line in self.log_lines() if line.get("event") == event]
+
+    def scrape(self) -> Scrape | None:
+        """The metrics page, or None while the daemon does not answer (yet)."""
+        self.assert_running()
+        answer = self.ns.get(f"{METRICS_URL}/metrics")
+        return Scrape(answer.body) if answer.status == 200 else None
+
+    def wait_for_syncs(
+        self, *, total: float = 1, partial: float = 0, timeout: float = 10.0
+    ) -> Scrape:
+        def enough() -> Scrape | None:
+            scrape = self.scrape()
+            if scrape is None:
+                return None
+            done, _, partials = sync_counts(scrape)
+            return scrape if done >= total and partials >= partial else None
+
+        what = f"{total:g} syncs ({partial:g} partial) in /metrics"
+        scrape = wait_until(enough, what=what, timeout=timeout)
+        assert scrape is not None  # wait_until hands back only what is truthy
+        return scrape
+
+    def assert_running(self) -> None:
+        if self.proc.poll() is not None:
+            raise AssertionError(
+                f"pykubeproxy exited {self.proc.returncode}:\n{self.ns.log(self.proc)}"
+            )
+
+    def stop(self) -> int:
+        return self.ns.stop(self.proc)
+
+    def dry_run(self, *extra: str) -> str:
+        """What `--dry-run` prints for the same manifests (run in the namespace, like the rest)."""
+        argv = [sys.executable, "-m", "pykubeproxy", "--dry-run", *extra]
+        argv += ["--from-file", str(self.manifests), "--hostname-override", "node-1"]
+        return self.ns.run(*argv, cwd=REPO).stdout
+
+    def edit_after_a_full_sync(self, edit: Callable[[], None], *, timeout: float = 10.0) -> None:
+        """Make `edit` right after a periodic full sync, so that the sync it causes is partial.
+
+        The manifests are looked at about once a second and a full resync runs every
+        SYNC_PERIOD; an edit seen in the same loop turn as a full resync would ride along in it.
+        """
+        first = self.wait_for_syncs(timeout=timeout)
+        full_before = sync_counts(first)[1]
+
+        def next_full() -> bool:
+            scrape = self.scrape()
+            return scrape is not None and sync_counts(scrape)[1] > full_before
+
+        wait_until(next_full, what="the next periodic full sync", timeout=timeout)
+        edit()
+
+
+# -- the cluster the daemon reads ---------------------------------------------------------------
+
+
+def copy_examples(directory: Path) -> Path:
+    """The example cluster, in a directory of its own that a test may edit."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for path in EXAMPLES.glob("*.yaml"):
+        shutil.copy(path, directory / path.name)
+    return directory
+
+
+def edit_endpoint_slice(manifests: Path, name: str, edit: Callable[[dict[str, Any]], None]) -> None:
+    """Rewrite one EndpointSlice of endpointslices.yaml in place (the daemon polls the file)."""
+    path = manifests / "endpointslices.yaml"
+    documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+    found = [d for d in documents if d and d["metadata"]["name"] == name]
+    assert found, f"no EndpointSlice {name} in {path}"
+    edit(found[0])
+    # Atomically: the daemon may read the file at any moment, and half a file is another cluster.
+    # (It reads only manifest suffixes, so it never sees the staged copy.)
+    staged = path.with_suffix(".staged")
+    staged.write_text(yaml.safe_dump_all(documents, sort_keys=False), encoding="utf-8")
+    os.replace(staged, path)
+
+
+def add_endpoint(manifests: Path, slice_name: str, address: str, *, trigger_time: str) -> None:
+    """A new ready endpoint on node-1, annotated with the time the change was triggered."""
+
+    def edit(slice_: dict[str, Any]) -> None:
+        slice_["endpoints"].append(
+            {"addresses": [address], "nodeName": "node-1", "conditions": {"ready": True}}
+        )
+        annotations = slice_["metadata"].setdefault("annotations", {})
+        annotations["endpoints.kubernetes.io/last-change-trigger-time"] = trigger_time
+
+    edit_endpoint_slice(manifests, slice_name, edit)
+
+
+def finite(value: float) -> bool:
+    return not (math.isnan(value) or math.isinf(value))
