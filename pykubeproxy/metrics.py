@@ -156,6 +156,11 @@ class ProxyMetrics:
             "Service ports whose rules the kernel refused, so they were left out of a sync",
             registry=registry,
         )
+        self.noop_syncs = Counter(
+            "pykubeproxy_sync_proxy_rules_unchanged_total",
+            "Syncs that found the kernel already holding the desired rules and wrote nothing",
+            registry=registry,
+        )
         self.backend = Info(
             "pykubeproxy_backend", "The proxy mode and kernel interface in use", registry=registry
         )

@@ -79,6 +79,8 @@ def observe(
         metrics.rules(desired=ruleset, written=_written_per_table(report.result.plan.payloads))
         metrics.traffic_policies(state)
         metrics.rejected.inc(len(report.result.rejected))
+        if not report.result.wrote:
+            metrics.noop_syncs.inc()
         skipped = Counter((s.kind, reason_class(s.reason)) for s in state.skipped if s.invalid)
         metrics.skipped.clear()
         for (kind, reason), count in skipped.items():

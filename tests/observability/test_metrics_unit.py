@@ -200,6 +200,16 @@ def test_a_first_sync_is_observed_as_full_and_a_later_change_as_partial(
     assert all_seconds == pytest.approx(full_seconds + part_seconds)
 
 
+def test_a_sync_that_finds_nothing_to_change_is_counted_as_unchanged(observed: Observed) -> None:
+    observed.cluster(node(), WEB, WEB_SLICE)
+    observed.sync()
+    assert observed.value("pykubeproxy_sync_proxy_rules_unchanged_total") == 0
+
+    assert not observed.sync().wrote
+
+    assert observed.value("pykubeproxy_sync_proxy_rules_unchanged_total") == 1
+
+
 def test_last_sync_and_last_queued_timestamps_follow_the_clock(observed: Observed) -> None:
     observed.cluster(node(), WEB, WEB_SLICE)
     queued_at = observed.clock.now

@@ -10,6 +10,7 @@ from pykubeproxy.backends.iptables.diff import RestorePlan, plan_restore
 from pykubeproxy.backends.iptables.kernel import Iptables, IptablesError
 from pykubeproxy.backends.iptables.render import RenderOptions, render_ruleset
 from pykubeproxy.backends.iptables.ruleset import Ruleset, format_restore
+from pykubeproxy.log import get_logger
 from pykubeproxy.model import ProxyState, ServicePort, Skipped
 
 # Rules per iptables-nft-restore transaction. Measured here with 5 000 Services x 5 endpoints
@@ -21,6 +22,9 @@ NFT_CHUNK_RULES = int(os.environ.get("PYKUBEPROXY_NFT_CHUNK_RULES", "2000"))
 def chunk_rules(backend: str) -> int | None:
     """How to split large writes for a backend: legacy stays one atomic transaction."""
     return NFT_CHUNK_RULES if backend == "nft" else None
+
+
+log = get_logger("pykubeproxy.iptables")
 
 
 class SyncError(Exception):
@@ -65,6 +69,12 @@ class IptablesSyncer:
             self._write(plan)
         except IptablesError as exc:
             self.failed_restores += 1
+            log.warning(
+                "the kernel refused the restore; looking for the Services it refuses",
+                error=str(exc),
+                line=exc.line,
+                text=exc.text,
+            )
             return self._sync_without_rejected(state, opts, exc)
         self.needs_full = False
         return SyncResult(full, plan, ruleset)
