@@ -5,31 +5,27 @@ from __future__ import annotations
 import threading
 import time
 
+from observability.fakekernel import FakeKernel
+
+from pykubeproxy.backends.iptables.render import RenderOptions
+from pykubeproxy.backends.iptables.sync import IptablesSyncer, SyncResult
 from pykubeproxy.config import Config
 from pykubeproxy.daemon import Proxy, run_sync_loop
+from pykubeproxy.model import ProxyState
 from pykubeproxy.pipeline import NodeIdentity
 from pykubeproxy.store import Store
 
 
-class RecordingSyncer:
-    """Stands in for IptablesSyncer: remembers the Services of every sync it was asked for."""
+class RecordingSyncer(IptablesSyncer):
+    """The real syncer over a fake kernel, remembering the Services of every sync."""
 
     def __init__(self) -> None:
+        super().__init__(FakeKernel())
         self.synced: list[list[str]] = []
-        self.failed_restores = 0
 
-        class Kernel:
-            backend = "fake"
-
-        self.kernel = Kernel()
-
-    def sync(self, state, opts, *, full=False):  # type: ignore[no-untyped-def]
-        from pykubeproxy.backends.iptables.diff import RestorePlan
-        from pykubeproxy.backends.iptables.render import render_ruleset
-        from pykubeproxy.backends.iptables.sync import SyncResult
-
+    def sync(self, state: ProxyState, opts: RenderOptions, *, full: bool = False) -> SyncResult:
         self.synced.append([str(p.name) for p in state.services])
-        return SyncResult(full, RestorePlan((), 0, 0, 0), render_ruleset(state, opts))
+        return super().sync(state, opts, full=full)
 
 
 class ManualSource:
@@ -61,7 +57,7 @@ def test_no_sync_before_the_source_is_synced_then_changes_are_followed() -> None
     proxy = Proxy(
         config=Config(min_sync_period=0.0),
         identity=NodeIdentity("node-1", True),
-        syncer=syncer,  # type: ignore[arg-type]
+        syncer=syncer,
     )
     stop = threading.Event()
     loop = threading.Thread(
