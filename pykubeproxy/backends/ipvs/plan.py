@@ -1,0 +1,411 @@
+"""IPVS mode, planned: virtual servers, kube-ipvs0 addresses, ipsets and the iptables rules left.
+
+Pure: ProxyState and options in, data out, in a stable order. Follows kube-proxy's IPVS proxier:
+one virtual server per Service address and port (cluster IP, each externalIP and load-balancer
+IP, and the NodePort on each node address), masquerade decided by ipset matches in a few fixed
+iptables rules instead of per-Service chains.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from pykubeproxy.backends.iptables import chains as c
+from pykubeproxy.backends.iptables.ruleset import Chain, Ruleset, Table, quote, spec
+from pykubeproxy.backends.ipvs.model import (
+    DEFAULT_SCHEDULER,
+    IPSet,
+    IpvsPlan,
+    RealServer,
+    VirtualServer,
+)
+from pykubeproxy.model import Endpoint, ProxyState, ServicePort
+from pykubeproxy.translate import categorize_endpoints
+
+# kube-proxy's IPVS-mode chains (besides the ones both modes share).
+KUBE_NODE_PORT = "KUBE-NODE-PORT"
+KUBE_LOAD_BALANCER = "KUBE-LOAD-BALANCER"
+KUBE_IPVS_FILTER = "KUBE-IPVS-FILTER"
+KUBE_SOURCE_RANGES_FIREWALL = "KUBE-SOURCE-RANGES-FIREWALL"
+IPVS_CHAINS = frozenset(
+    {KUBE_NODE_PORT, KUBE_LOAD_BALANCER, KUBE_IPVS_FILTER, KUBE_SOURCE_RANGES_FIREWALL}
+)
+
+# kube-proxy's ipsets: name → (type, comment).
+SET_SPECS: dict[str, tuple[str, str]] = {
+    "KUBE-LOOP-BACK": (
+        "hash:ip,port,ip",
+        "Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose",
+    ),
+    "KUBE-CLUSTER-IP": (
+        "hash:ip,port",
+        "Kubernetes service cluster ip + port for masquerade purpose",
+    ),
+    "KUBE-EXTERNAL-IP": (
+        "hash:ip,port",
+        "Kubernetes service external ip + port for masquerade and filter purpose",
+    ),
+    "KUBE-EXTERNAL-IP-LOCAL": (
+        "hash:ip,port",
+        "Kubernetes service external ip + port with externalTrafficPolicy=local",
+    ),
+    "KUBE-LOAD-BALANCER": ("hash:ip,port", "Kubernetes service lb portal"),
+    "KUBE-LOAD-BALANCER-FW": (
+        "hash:ip,port",
+        "Kubernetes service load balancer ip + port for load balancer with sourceRange",
+    ),
+    "KUBE-LOAD-BALANCER-LOCAL": (
+        "hash:ip,port",
+        "Kubernetes service load balancer ip + port with externalTrafficPolicy=local",
+    ),
+    "KUBE-LOAD-BALANCER-SOURCE-IP": (
+        "hash:ip,port,ip",
+        "Kubernetes service load balancer ip + port + source IP for packet filter purpose",
+    ),
+    "KUBE-LOAD-BALANCER-SOURCE-CIDR": (
+        "hash:ip,port,net",
+        "Kubernetes service load balancer ip + port + source cidr for packet filter purpose",
+    ),
+    "KUBE-NODE-PORT-TCP": ("bitmap:port", "Kubernetes nodeport TCP port for masquerade purpose"),
+    "KUBE-NODE-PORT-LOCAL-TCP": (
+        "bitmap:port",
+        "Kubernetes nodeport TCP port with externalTrafficPolicy=local",
+    ),
+    "KUBE-NODE-PORT-UDP": ("bitmap:port", "Kubernetes nodeport UDP port for masquerade purpose"),
+    "KUBE-NODE-PORT-LOCAL-UDP": (
+        "bitmap:port",
+        "Kubernetes nodeport UDP port with externalTrafficPolicy=local",
+    ),
+    "KUBE-NODE-PORT-SCTP-HASH": (
+        "hash:ip,port",
+        "Kubernetes nodeport SCTP port for masquerade purpose with type 'hash ip:port'",
+    ),
+    "KUBE-NODE-PORT-LOCAL-SCTP-HASH": (
+        "hash:ip,port",
+        "Kubernetes nodeport SCTP port with externalTrafficPolicy=local with type 'hash ip:port'",
+    ),
+    "KUBE-HEALTH-CHECK-NODE-PORT": ("bitmap:port", "Kubernetes health check node port"),
+    "KUBE-IPVS-IPS": ("hash:ip", "Kubernetes IPVS service addresses"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class IpvsOptions:
+    """The node configuration that shapes IPVS mode (kube-proxy flags of the same names)."""
+
+    scheduler: str = DEFAULT_SCHEDULER
+    masquerade_bit: int = 14
+    masquerade_all: bool = False
+    cluster_cidr: str | None = None
+    # Node addresses that accept NodePorts (already filtered by --nodeport-addresses).
+    node_ips: tuple[str, ...] = ()
+
+    @property
+    def mark(self) -> str:
+        return hex(1 << self.masquerade_bit)
+
+
+def _real_servers(endpoints: Iterable[Endpoint]) -> tuple[RealServer, ...]:
+    return tuple(sorted({RealServer(ep.ip, ep.port) for ep in endpoints}))
+
+
+def _port_entry(ip: str, port: ServicePort, number: int | None = None) -> str:
+    return f"{ip},{port.name.protocol.lower()}:{port.port if number is None else number}"
+
+
+@dataclass
+class _Sets:
+    entries: dict[str, set[str]]
+
+    def add(self, name: str, entry: str) -> None:
+        self.entries[name].add(entry)
+
+
+def _virtual_servers(
+    port: ServicePort, state: ProxyState, opts: IpvsOptions
+) -> list[VirtualServer]:
+    selection = categorize_endpoints(port, state.endpoints_of(port.name))
+    internal = selection.local if port.internal_policy_local else selection.cluster
+    external = selection.local if port.external_policy_local else selection.cluster
+    proto = port.name.protocol.lower()
+
+    def virtual(
+        address: str, number: int, endpoints: Iterable[Endpoint], what: str
+    ) -> VirtualServer:
+        return VirtualServer(
+            protocol=proto,
+            address=address,
+            port=number,
+            scheduler=opts.scheduler,
+            persistence=port.affinity_timeout,
+            real_servers=_real_servers(endpoints),
+            comment=f"{port.name} {what}",
+        )
+
+    servers = [virtual(port.cluster_ip, port.port, internal, "cluster IP")]
+    servers += [virtual(ip, port.port, external, "external IP") for ip in port.external_ips]
+    servers += [
+        virtual(ip, port.port, external, "load balancer IP") for ip in port.load_balancer_ips
+    ]
+    if port.node_port:
+        servers += [virtual(ip, port.node_port, external, "node port") for ip in opts.node_ips]
+    return servers
+
+
+def _fill_sets(sets: _Sets, port: ServicePort, state: ProxyState, opts: IpvsOptions) -> None:
+    proto = port.name.protocol.lower()
+    sets.add("KUBE-CLUSTER-IP", _port_entry(port.cluster_ip, port))
+    for ep in categorize_endpoints(port, state.endpoints_of(port.name)).reachable:
+        sets.add("KUBE-LOOP-BACK", f"{ep.ip},{proto}:{ep.port},{ep.ip}")
+    local = port.external_policy_local
+    for ip in port.external_ips:
+        sets.add("KUBE-EXTERNAL-IP-LOCAL" if local else "KUBE-EXTERNAL-IP", _port_entry(ip, port))
+    for ip in port.load_balancer_ips:
+        entry = _port_entry(ip, port)
+        sets.add("KUBE-LOAD-BALANCER", entry)
+        if local:
+            sets.add("KUBE-LOAD-BALANCER-LOCAL", entry)
+        if port.load_balancer_source_ranges:
+            sets.add("KUBE-LOAD-BALANCER-FW", entry)
+            for cidr in port.load_balancer_source_ranges:
+                sets.add("KUBE-LOAD-BALANCER-SOURCE-CIDR", f"{entry},{cidr}")
+            net_ranges = [ipaddress.ip_network(cidr) for cidr in port.load_balancer_source_ranges]
+            for node_ip in opts.node_ips:
+                if any(ipaddress.ip_address(node_ip) in net for net in net_ranges):
+                    # A node reaching its own LB IP loops back with that IP as its source.
+                    sets.add("KUBE-LOAD-BALANCER-SOURCE-IP", f"{entry},{ip}")
+    if port.node_port:
+        _fill_node_port_sets(sets, port, opts)
+    if port.health_check_node_port:
+        sets.add("KUBE-HEALTH-CHECK-NODE-PORT", str(port.health_check_node_port))
+
+
+def _fill_node_port_sets(sets: _Sets, port: ServicePort, opts: IpvsOptions) -> None:
+    proto = port.name.protocol.lower()
+    local = port.external_policy_local
+    if proto == "sctp":
+        for ip in opts.node_ips:
+            entry = _port_entry(ip, port, port.node_port)
+            sets.add("KUBE-NODE-PORT-SCTP-HASH", entry)
+            if local:
+                sets.add("KUBE-NODE-PORT-LOCAL-SCTP-HASH", entry)
+        return
+    sets.add(f"KUBE-NODE-PORT-{proto.upper()}", str(port.node_port))
+    if local:
+        sets.add(f"KUBE-NODE-PORT-LOCAL-{proto.upper()}", str(port.node_port))
+
+
+def _set_order(entry: str) -> tuple[object, ...]:
+    if entry.isdigit():
+        return (0, int(entry))
+    ip = entry.split(",", 1)[0]
+    return (1, ipaddress.ip_address(ip), entry)
+
+
+def plan_ipvs(state: ProxyState, opts: IpvsOptions) -> IpvsPlan:
+    """The virtual servers, kube-ipvs0 addresses and ipsets for this node."""
+    servers: dict[tuple[str, str, int], VirtualServer] = {}
+    sets = _Sets({name: set() for name in SET_SPECS})
+    for port in state.services:
+        for server in _virtual_servers(port, state, opts):
+            servers.setdefault(server.key, server)
+        _fill_sets(sets, port, state, opts)
+    addresses = sorted(
+        {
+            ip
+            for port in state.services
+            for ip in (port.cluster_ip, *port.external_ips, *port.load_balancer_ips)
+        },
+        key=ipaddress.ip_address,
+    )
+    for ip in addresses:
+        sets.add("KUBE-IPVS-IPS", ip)
+    ipsets = tuple(
+        IPSet(name, kind, comment, tuple(sorted(sets.entries[name], key=_set_order)))
+        for name, (kind, comment) in SET_SPECS.items()
+    )
+    ordered = sorted(
+        servers.values(), key=lambda s: (ipaddress.ip_address(s.address), s.port, s.protocol)
+    )
+    return IpvsPlan(tuple(ordered), tuple(addresses), ipsets)
+
+
+# --- the iptables rules IPVS mode still needs --------------------------------------------------
+
+
+def _comment(text: str) -> str:
+    return f"-m comment --comment {quote(text)}"
+
+
+def _match_set(name: str, flags: str) -> str:
+    return f"-m set --match-set {name} {flags}"
+
+
+def _nat_rules(opts: IpvsOptions, plan: IpvsPlan) -> list[Chain]:
+    comment = {s.name: s.comment for s in plan.ipsets}
+    services = []
+    if opts.masquerade_all:
+        services.append(
+            f"{_comment(comment['KUBE-CLUSTER-IP'])} {_match_set('KUBE-CLUSTER-IP', 'dst,dst')} "
+            f"-j {c.KUBE_MARK_MASQ}"
+        )
+    elif opts.cluster_cidr:
+        services.append(
+            f"! -s {opts.cluster_cidr} {_comment(comment['KUBE-CLUSTER-IP'])} "
+            f"{_match_set('KUBE-CLUSTER-IP', 'dst,dst')} -j {c.KUBE_MARK_MASQ}"
+        )
+    services += [
+        f"{_comment(comment['KUBE-LOAD-BALANCER'])} {_match_set('KUBE-LOAD-BALANCER', 'dst,dst')}"
+        f" -j {KUBE_LOAD_BALANCER}",
+        f"{_comment(comment['KUBE-EXTERNAL-IP'])} {_match_set('KUBE-EXTERNAL-IP', 'dst,dst')}"
+        f" -j {c.KUBE_MARK_MASQ}",
+        f"-m addrtype --dst-type LOCAL -j {KUBE_NODE_PORT}",
+        f"{_match_set('KUBE-CLUSTER-IP', 'dst,dst')} -j ACCEPT",
+        f"{_match_set('KUBE-LOAD-BALANCER', 'dst,dst')} -j ACCEPT",
+    ]
+    load_balancer = [
+        f"{_comment(comment['KUBE-LOAD-BALANCER-LOCAL'])} "
+        f"{_match_set('KUBE-LOAD-BALANCER-LOCAL', 'dst,dst')} -j RETURN",
+        f"-j {c.KUBE_MARK_MASQ}",
+    ]
+    node_port = []
+    for proto in ("tcp", "udp"):
+        local, every = f"KUBE-NODE-PORT-LOCAL-{proto.upper()}", f"KUBE-NODE-PORT-{proto.upper()}"
+        node_port += [
+            f"-p {proto} {_comment(comment[local])} {_match_set(local, 'dst')} -j RETURN",
+            f"-p {proto} {_comment(comment[every])} {_match_set(every, 'dst')} "
+            f"-j {c.KUBE_MARK_MASQ}",
+        ]
+    for local, every in [("KUBE-NODE-PORT-LOCAL-SCTP-HASH", "KUBE-NODE-PORT-SCTP-HASH")]:
+        node_port += [
+            f"-p sctp {_comment(comment[local])} {_match_set(local, 'dst,dst')} -j RETURN",
+            f"-p sctp {_comment(comment[every])} {_match_set(every, 'dst,dst')} "
+            f"-j {c.KUBE_MARK_MASQ}",
+        ]
+    mark = f"{opts.mark}/{opts.mark}"
+    postrouting = [
+        f"{_comment(comment['KUBE-LOOP-BACK'])} {_match_set('KUBE-LOOP-BACK', 'dst,dst,src')}"
+        " -j MASQUERADE",
+        f"-m mark ! --mark {mark} -j RETURN",
+        f"-j MARK --set-xmark {opts.mark}/0x0",
+        f"{_comment('kubernetes service traffic requiring SNAT')} -j MASQUERADE --random-fully",
+    ]
+    return [
+        Chain("PREROUTING", (f"{_comment('kubernetes service portals')} -j {c.KUBE_SERVICES}",)),
+        Chain("OUTPUT", (f"{_comment('kubernetes service portals')} -j {c.KUBE_SERVICES}",)),
+        Chain(
+            "POSTROUTING",
+            (f"{_comment('kubernetes postrouting rules')} -j {c.KUBE_POSTROUTING}",),
+        ),
+        Chain(c.KUBE_SERVICES, tuple(services)),
+        Chain(KUBE_LOAD_BALANCER, tuple(load_balancer)),
+        Chain(KUBE_NODE_PORT, tuple(node_port)),
+        Chain(c.KUBE_POSTROUTING, tuple(postrouting)),
+        Chain(c.KUBE_MARK_MASQ, (f"-j MARK --set-xmark {mark}",)),
+    ]
+
+
+def _filter_rules(opts: IpvsOptions, plan: IpvsPlan) -> list[Chain]:
+    comment = {s.name: s.comment for s in plan.ipsets}
+    mark = f"{opts.mark}/{opts.mark}"
+    forward = (
+        "-m conntrack --ctstate INVALID -j DROP",
+        f"{_comment('kubernetes forwarding rules')} -m mark --mark {mark} -j ACCEPT",
+        f"{_comment('kubernetes forwarding conntrack rule')} "
+        "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+    )
+    health = f"{_comment(comment['KUBE-HEALTH-CHECK-NODE-PORT'])} " + spec(
+        _match_set("KUBE-HEALTH-CHECK-NODE-PORT", "dst"), "-j ACCEPT"
+    )
+    firewall = (
+        f"{_comment(comment['KUBE-LOAD-BALANCER-FW'])} "
+        f"{_match_set('KUBE-LOAD-BALANCER-FW', 'dst,dst')} -j {KUBE_SOURCE_RANGES_FIREWALL}",
+    )
+    source_ranges = (
+        f"{_match_set('KUBE-LOAD-BALANCER-SOURCE-CIDR', 'dst,dst,src')} -j RETURN",
+        f"{_match_set('KUBE-LOAD-BALANCER-SOURCE-IP', 'dst,dst,src')} -j RETURN",
+        "-j DROP",
+    )
+    ipvs_filter = (
+        *(
+            f"{_match_set(name, 'dst,dst')} -j RETURN"
+            for name in (
+                "KUBE-LOAD-BALANCER",
+                "KUBE-CLUSTER-IP",
+                "KUBE-EXTERNAL-IP",
+                "KUBE-EXTERNAL-IP-LOCAL",
+            )
+        ),
+        f"{_match_set('KUBE-HEALTH-CHECK-NODE-PORT', 'dst')} -j RETURN",
+        # Anything else sent to an address only bound for IPVS is no Service port: refuse it.
+        "-m conntrack --ctstate NEW "
+        f"{_match_set('KUBE-IPVS-IPS', 'dst')} -j REJECT --reject-with icmp-port-unreachable",
+    )
+    jump = "-m conntrack --ctstate NEW"
+    return [
+        Chain(
+            "INPUT",
+            (
+                f"{jump} {_comment('kube-proxy firewall rules')} -j {c.KUBE_PROXY_FIREWALL}",
+                f"{_comment('kubernetes health check rules')} -j {KUBE_NODE_PORT}",
+                f"{_comment('kubernetes ipvs access filter')} -j {KUBE_IPVS_FILTER}",
+            ),
+        ),
+        Chain(
+            "FORWARD",
+            (
+                f"{jump} {_comment('kube-proxy firewall rules')} -j {c.KUBE_PROXY_FIREWALL}",
+                f"{_comment('kubernetes forwarding rules')} -j {c.KUBE_FORWARD}",
+            ),
+        ),
+        Chain(
+            "OUTPUT",
+            (f"{jump} {_comment('kube-proxy firewall rules')} -j {c.KUBE_PROXY_FIREWALL}",),
+        ),
+        Chain(c.KUBE_FORWARD, forward),
+        Chain(KUBE_NODE_PORT, (health,)),
+        Chain(c.KUBE_PROXY_FIREWALL, firewall),
+        Chain(KUBE_SOURCE_RANGES_FIREWALL, source_ranges),
+        Chain(KUBE_IPVS_FILTER, ipvs_filter),
+    ]
+
+
+def render_ipvs_ruleset(plan: IpvsPlan, opts: IpvsOptions) -> Ruleset:
+    """The iptables rules IPVS mode needs: masquerade, NodePort marking and filtering."""
+    return Ruleset(
+        (
+            Table("filter", tuple(_filter_rules(opts, plan))),
+            Table("nat", tuple(_nat_rules(opts, plan))),
+        )
+    )
+
+
+# --- --dry-run ---------------------------------------------------------------------------------
+
+
+def format_ipvs(plan: IpvsPlan) -> str:
+    """The virtual servers as `ipvsadm -Sn` would list them (with the Service as a comment)."""
+    flag = {"tcp": "-t", "udp": "-u", "sctp": "--sctp-service"}
+    lines = []
+    for server in plan.virtual_servers:
+        target = f"{server.address}:{server.port}"
+        persistent = f" -p {server.persistence}" if server.persistence is not None else ""
+        lines.append(f"# {server.comment}")
+        lines.append(f"-A {flag[server.protocol]} {target} -s {server.scheduler}{persistent}")
+        for real in server.real_servers:
+            destination = f"{real.address}:{real.port}"
+            lines.append(
+                f"-a {flag[server.protocol]} {target} -r {destination} -m -w {real.weight}"
+            )
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def format_ipsets(sets: Sequence[IPSet]) -> str:
+    """The ipsets as `ipset restore` input."""
+    lines = []
+    for ipset in sets:
+        lines.append(f"create {ipset.name} {ipset.type} {ipset.create_options}")
+        lines.extend(f"add {ipset.name} {entry}" for entry in ipset.entries)
+    return "\n".join(lines) + "\n"
