@@ -25,6 +25,12 @@ from pykubeproxy.backends.iptables.kernel import (
 )
 from pykubeproxy.backends.iptables.ruleset import format_restore, ruleset_to_json
 from pykubeproxy.backends.iptables.sync import IptablesSyncer, SyncError, chunk_rules
+from pykubeproxy.backends.ipvs.plan import (
+    format_ipsets,
+    format_ipvs,
+    plan_ipvs,
+    render_ipvs_ruleset,
+)
 from pykubeproxy.config import (
     Config,
     ConfigError,
@@ -37,7 +43,7 @@ from pykubeproxy.health import ProxyHealth
 from pykubeproxy.log import get_logger, setup_logging
 from pykubeproxy.metrics import ProxyMetrics, standard_registry
 from pykubeproxy.observe import observe
-from pykubeproxy.pipeline import desired_state, node_identity
+from pykubeproxy.pipeline import Desired, desired_state, ipvs_options, node_identity
 from pykubeproxy.servers import (
     Listener,
     ListenError,
@@ -70,14 +76,6 @@ IGNORED_FLAGS = (
     "--detect-local-mode",
     "--feature-gates",
     "--init-only",
-    "--ipvs-exclude-cidrs",
-    "--ipvs-min-sync-period",
-    "--ipvs-scheduler",
-    "--ipvs-strict-arp",
-    "--ipvs-sync-period",
-    "--ipvs-tcp-timeout",
-    "--ipvs-tcpfin-timeout",
-    "--ipvs-udp-timeout",
     "--kube-api-content-type",
     "--log-flush-frequency",
     "--logging-format",
@@ -163,6 +161,25 @@ def _kube_proxy_flags(parser: argparse.ArgumentParser) -> None:
         metavar="CIDRS",
         help="CIDRs (comma-separated, or 'primary') of node addresses that accept NodePorts",
     )
+    add("--ipvs-scheduler", help="IPVS scheduler (rr, wrr, lc, wlc, sh, dh, mh, ...; default rr)")
+    add("--ipvs-sync-period", type=duration, help="IPVS mode: longest time between full syncs")
+    add("--ipvs-min-sync-period", type=duration, help="IPVS mode: shortest time between syncs")
+    add(
+        "--ipvs-strict-arp",
+        nargs="?",
+        const=True,
+        type=parse_bool,
+        help="IPVS mode: arp_ignore=1 and arp_announce=2 so nodes do not answer ARP for VIPs",
+    )
+    add(
+        "--ipvs-exclude-cidrs",
+        action="append",
+        metavar="CIDRS",
+        help="IPVS mode: virtual servers in these CIDRs are not cleaned up (comma-separated)",
+    )
+    add("--ipvs-tcp-timeout", type=duration, help="IPVS idle TCP session timeout")
+    add("--ipvs-tcpfin-timeout", type=duration, help="IPVS TCP FIN_WAIT timeout")
+    add("--ipvs-udp-timeout", type=duration, help="IPVS UDP session timeout")
     add(
         "--iptables-sync-period",
         dest="sync_period",
@@ -260,11 +277,25 @@ _CONFIG_FLAGS = (
     "metrics_bind_address",
     "healthz_bind_address",
     "iptables_backend",
+    "ipvs_scheduler",
+    "ipvs_sync_period",
+    "ipvs_min_sync_period",
+    "ipvs_strict_arp",
+    "ipvs_tcp_timeout",
+    "ipvs_tcpfin_timeout",
+    "ipvs_udp_timeout",
 )
 
 
 def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides = {name: getattr(args, name) for name in _CONFIG_FLAGS}
+    if args.ipvs_exclude_cidrs:
+        overrides["ipvs_exclude_cidrs"] = tuple(
+            part.strip()
+            for value in args.ipvs_exclude_cidrs
+            for part in value.split(",")
+            if part.strip()
+        )
     if args.nodeport_addresses:
         overrides["nodeport_addresses"] = tuple(
             part.strip()
@@ -302,6 +333,39 @@ def _warn_ignored(args: argparse.Namespace, file_ignored: tuple[str, ...]) -> No
         log.warning("config setting accepted for kube-proxy compatibility but ignored", key=key)
 
 
+def _print_ipvs_plan(args: argparse.Namespace, config: Config, desired: Desired) -> int:
+    """IPVS mode's --dry-run: virtual servers, ipsets and the remaining iptables rules."""
+    opts = ipvs_options(config, desired.state.node)
+    plan = plan_ipvs(desired.state, opts)
+    ruleset = render_ipvs_ruleset(plan, opts)
+    if args.output == "json":
+        body = {
+            "virtualServers": [
+                {
+                    "service": v.comment,
+                    "protocol": v.protocol,
+                    "address": v.address,
+                    "port": v.port,
+                    "scheduler": v.scheduler,
+                    "persistence": v.persistence,
+                    "realServers": [f"{r.address}:{r.port}" for r in v.real_servers],
+                }
+                for v in plan.virtual_servers
+            ],
+            "addresses": list(plan.addresses),
+            "ipsets": {s.name: list(s.entries) for s in plan.ipsets},
+            **ruleset_to_json(ruleset),
+        }
+        sys.stdout.write(json.dumps(body, indent=2) + "\n")
+        return EXIT_OK
+    sys.stdout.write("# IPVS virtual servers (ipvsadm -Sn)\n" + format_ipvs(plan))
+    addresses = " ".join(plan.addresses) or "(none)"
+    sys.stdout.write(f"# addresses on kube-ipvs0: {addresses}\n")
+    sys.stdout.write("# ipsets (ipset restore)\n" + format_ipsets(plan.ipsets))
+    sys.stdout.write("# iptables (iptables-restore --noflush)\n" + format_restore(ruleset))
+    return EXIT_OK
+
+
 def run_dry_run(args: argparse.Namespace, config: Config) -> int:
     log = get_logger("pykubeproxy")
     if not args.from_file:
@@ -321,6 +385,8 @@ def run_dry_run(args: argparse.Namespace, config: Config) -> int:
             object=f"{skipped.kind} {skipped.namespace}/{skipped.name}",
             reason=skipped.reason,
         )
+    if config.mode == "ipvs":
+        return _print_ipvs_plan(args, config, desired)
     ruleset = desired.ruleset
     if args.output == "json":
         body = ruleset_to_json(ruleset)
@@ -361,7 +427,7 @@ def _serve(config: Config, proxy: Proxy, store: Store) -> list[Listener]:
     registry = standard_registry()
     metrics = ProxyMetrics(registry, started=time.time())
     metrics.backend.info({"mode": config.mode, "backend": proxy.syncer.kernel.backend})
-    health = ProxyHealth(timeout=2 * config.sync_period)
+    health = ProxyHealth(timeout=2 * config.periods[1])
     rules = RulesView()
     observe(proxy, store, metrics=metrics, health=health, rules=rules)
     log = get_logger("pykubeproxy")

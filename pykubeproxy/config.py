@@ -11,6 +11,18 @@ from typing import Any
 
 PROXY_MODES = ("iptables", "ipvs", "nftables")
 IPTABLES_BACKENDS = ("auto", "legacy", "nft")
+IPVS_SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "sh", "dh", "sed", "nq", "mh")
+DURATION_FIELDS = frozenset(
+    {
+        "sync_period",
+        "min_sync_period",
+        "ipvs_sync_period",
+        "ipvs_min_sync_period",
+        "ipvs_tcp_timeout",
+        "ipvs_tcpfin_timeout",
+        "ipvs_udp_timeout",
+    }
+)
 CONFIG_API_VERSION = "kubeproxy.config.k8s.io/v1alpha1"
 CONFIG_KIND = "KubeProxyConfiguration"
 
@@ -39,6 +51,16 @@ class Config:
     metrics_bind_address: str = "127.0.0.1:10249"
     healthz_bind_address: str = "0.0.0.0:10256"
     iptables_backend: str = "auto"
+    ipvs_scheduler: str = ""  # empty: round robin, as kube-proxy
+    ipvs_sync_period: float = 30.0
+    ipvs_min_sync_period: float = 0.0
+    ipvs_strict_arp: bool = False
+    ipvs_exclude_cidrs: tuple[str, ...] = ()
+    ipvs_tcp_timeout: float = 0.0  # 0: leave the kernel's value
+    ipvs_tcpfin_timeout: float = 0.0
+    ipvs_udp_timeout: float = 0.0
+    # How long a removed IPVS real server may keep its open connections (weight 0 meanwhile).
+    ipvs_graceful_period: float = 900.0
 
     def validated(self) -> Config:
         """This config, or a ConfigError naming the first setting that is wrong."""
@@ -60,7 +82,19 @@ class Config:
                 _network(cidr, "nodePortAddresses entry")
         for address in (self.metrics_bind_address, self.healthz_bind_address):
             _host_port(address)
+        if self.ipvs_scheduler and self.ipvs_scheduler not in IPVS_SCHEDULERS:
+            choices = ", ".join(IPVS_SCHEDULERS)
+            raise ConfigError(f"IPVS scheduler {self.ipvs_scheduler!r} is not one of {choices}")
+        for cidr in self.ipvs_exclude_cidrs:
+            _network(cidr, "ipvs excludeCIDRs entry")
         return self
+
+    @property
+    def periods(self) -> tuple[float, float]:
+        """(min sync period, sync period) of the proxy mode in use."""
+        if self.mode == "ipvs":
+            return self.ipvs_min_sync_period, self.ipvs_sync_period
+        return self.min_sync_period, self.sync_period
 
     @property
     def cluster_cidrs(self) -> tuple[str, ...]:
@@ -139,18 +173,16 @@ _FILE_KEYS: dict[str, Any] = {
         "syncPeriod": "sync_period",
         "minSyncPeriod": "min_sync_period",
     },
-    "ipvs": dict.fromkeys(
-        (
-            "syncPeriod",
-            "minSyncPeriod",
-            "scheduler",
-            "excludeCIDRs",
-            "strictARP",
-            "tcpTimeout",
-            "tcpFinTimeout",
-            "udpTimeout",
-        ),
-    ),
+    "ipvs": {
+        "syncPeriod": "ipvs_sync_period",
+        "minSyncPeriod": "ipvs_min_sync_period",
+        "scheduler": "ipvs_scheduler",
+        "excludeCIDRs": "ipvs_exclude_cidrs",
+        "strictARP": "ipvs_strict_arp",
+        "tcpTimeout": "ipvs_tcp_timeout",
+        "tcpFinTimeout": "ipvs_tcpfin_timeout",
+        "udpTimeout": "ipvs_udp_timeout",
+    },
     "nftables": dict.fromkeys(("masqueradeAll", "masqueradeBit", "syncPeriod", "minSyncPeriod")),
     "conntrack": dict.fromkeys(
         (
@@ -222,7 +254,7 @@ _FIELD_TYPES = {f.name: f.type for f in fields(Config)}
 
 def _convert(field_name: str, value: Any, where: str) -> Any:
     kind = _FIELD_TYPES[field_name]
-    if field_name in ("sync_period", "min_sync_period"):
+    if field_name in DURATION_FIELDS:
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a duration string like '30s'")
         return parse_duration(value)
@@ -234,7 +266,7 @@ def _convert(field_name: str, value: Any, where: str) -> Any:
         raise ConfigError(f"{where} must be a number")
     if kind == "str" and not isinstance(value, str):
         raise ConfigError(f"{where} must be a string")
-    if field_name == "nodeport_addresses":
+    if field_name in ("nodeport_addresses", "ipvs_exclude_cidrs"):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where} must be a list of CIDRs")
         return tuple(value)

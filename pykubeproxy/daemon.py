@@ -181,9 +181,8 @@ def run_sync_loop(
     clock: Callable[[], float] = time.monotonic,
 ) -> None:
     """Sync whenever the schedule says so, until `stop` is set. Never before the source synced."""
-    schedule = SyncSchedule(
-        min_interval=proxy.config.min_sync_period, max_interval=proxy.config.sync_period
-    )
+    min_period, period = proxy.config.periods
+    schedule = SyncSchedule(min_interval=min_period, max_interval=period)
     wake = threading.Event()
 
     def changed() -> None:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from pykubeproxy.backends.iptables.render import RenderOptions, render_ruleset
 from pykubeproxy.backends.iptables.ruleset import Ruleset
+from pykubeproxy.backends.ipvs.model import DEFAULT_SCHEDULER
+from pykubeproxy.backends.ipvs.plan import IpvsOptions
 from pykubeproxy.config import Config
 from pykubeproxy.model import Node, ProxyState
 from pykubeproxy.store import Snapshot
@@ -69,6 +71,22 @@ def resolve_node(
     elif match is None:
         note = f"node {identity.name} (no Node object found: node IPs unknown)"
     return node, note
+
+
+def ipvs_options(config: Config, node: Node) -> IpvsOptions:
+    """IPVS mode's options: NodePort virtual servers go on the node addresses selected."""
+    cidrs = render_options(config, node).nodeport_addresses
+    nets = [ipaddress.ip_network(cidr, strict=False) for cidr in cidrs]
+    node_ips = tuple(
+        ip for ip in node.ips if not nets or any(ipaddress.ip_address(ip) in n for n in nets)
+    )
+    return IpvsOptions(
+        scheduler=config.ipvs_scheduler or DEFAULT_SCHEDULER,
+        masquerade_bit=config.masquerade_bit,
+        masquerade_all=config.masquerade_all,
+        cluster_cidr=config.cluster_cidr_of(FAMILY),
+        node_ips=node_ips,
+    )
 
 
 def render_options(config: Config, node: Node) -> RenderOptions:

@@ -126,13 +126,15 @@ def test_values_reach_the_daemon_as_kube_proxy_settings(
     assert config.hostname_override == "node-a"
 
 
-def test_ipvs_scheduler_is_passed_on_and_reported_as_ignored(tmp_path: Path) -> None:
-    rendered = render({"config": {"mode": "ipvs", "ipvs": {"scheduler": "rr"}}})
+def test_ipvs_settings_reach_the_daemon(tmp_path: Path) -> None:
+    rendered = render({"config": {"mode": "ipvs", "ipvs": {"scheduler": "wlc"}}})
     document = config_document(rendered)
     assert isinstance(document, dict)
-    assert document["ipvs"] == {"scheduler": "rr"}
-    _, ignored = daemon_config(rendered, tmp_path)
-    assert ignored == ("ipvs.scheduler",)
+    assert document["ipvs"] == {"scheduler": "wlc"}
+    config, ignored = daemon_config(rendered, tmp_path)
+    assert ignored == ()
+    assert config.mode == "ipvs"
+    assert config.ipvs_scheduler == "wlc"
 
 
 def test_probe_and_container_ports_match_the_configured_bind_addresses() -> None:

@@ -15,6 +15,9 @@ from graphlib import TopologicalSorter
 from pykubeproxy.backends.iptables import chains as c
 from pykubeproxy.backends.iptables.ruleset import Chain, Ruleset, Table, format_chain_rules
 
+# IPVS mode's own chains: stale (and removed) when the node runs in iptables mode, and back.
+IPVS_NAT_CHAINS = ("KUBE-NODE-PORT", "KUBE-LOAD-BALANCER")
+IPVS_FILTER_CHAINS = ("KUBE-NODE-PORT", "KUBE-IPVS-FILTER", "KUBE-SOURCE-RANGES-FIREWALL")
 # Chains kube-proxy (or we) own wholesale, including those older kube-proxy versions created.
 OWNED_FIXED_CHAINS = {
     "filter": frozenset(
@@ -24,9 +27,18 @@ OWNED_FIXED_CHAINS = {
             c.KUBE_FORWARD,
             c.KUBE_NODEPORTS,
             c.KUBE_PROXY_FIREWALL,
+            *IPVS_FILTER_CHAINS,
         }
     ),
-    "nat": frozenset({c.KUBE_SERVICES, c.KUBE_NODEPORTS, c.KUBE_POSTROUTING, c.KUBE_MARK_MASQ}),
+    "nat": frozenset(
+        {
+            c.KUBE_SERVICES,
+            c.KUBE_NODEPORTS,
+            c.KUBE_POSTROUTING,
+            c.KUBE_MARK_MASQ,
+            *IPVS_NAT_CHAINS,
+        }
+    ),
 }
 STALE_PREFIXES = (*c.SERVICE_CHAIN_PREFIXES, "KUBE-XLB-")
 
@@ -103,16 +115,23 @@ class _TableChanges:
 
 
 def _ensure_jumps(want: Chain, have: Chain | None) -> list[str]:
-    """Insert missing jumps at the top of a built-in chain; delete duplicate copies."""
-    existing = [normalize_rule(r) for r in (have.rules if have else ())]
-    lines = []
-    position = 1
-    for rule in want.rules:
-        count = existing.count(normalize_rule(rule))
-        if count == 0:
-            lines.append(f"-I {want.name} {position} {rule}")
-            position += 1
-        lines.extend(f"-D {want.name} {rule}" for _ in range(count - 1))
+    """Keep our jumps in a built-in chain exactly once each, in our order.
+
+    Only our own rules are looked at: rules other tools put before or between them stay where
+    they are. If one of ours is missing, doubled or out of order, all of ours are deleted and
+    inserted again at the top, in one transaction.
+    """
+    wanted = [normalize_rule(r) for r in want.rules]
+    present = [normalize_rule(r) for r in (have.rules if have else ())]
+    ours = [rule for rule in present if rule in wanted]
+    if ours == wanted:
+        return []
+    lines = [
+        f"-D {want.name} {rule}"
+        for rule in (have.rules if have else ())
+        if normalize_rule(rule) in wanted
+    ]
+    lines.extend(f"-I {want.name} {n} {rule}" for n, rule in enumerate(want.rules, start=1))
     return lines
 
 
@@ -142,6 +161,13 @@ def _table_changes(want: Table, have: Table | None, *, full: bool) -> _TableChan
     changes.stale = [
         name for name in current if name not in wanted and is_owned_chain(want.name, name)
     ]
+    # A built-in chain may still jump to a stale chain (left by the other proxy mode).
+    stale = set(changes.stale)
+    for chain in current.values():
+        if chain.builtin:
+            changes.jumps.extend(
+                f"-D {chain.name} {rule}" for rule in chain.rules if _jump_target(rule) in stale
+            )
     return changes
 
 

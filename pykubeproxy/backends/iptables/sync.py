@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from pykubeproxy.backends.iptables.diff import RestorePlan, plan_restore
 from pykubeproxy.backends.iptables.kernel import Iptables, IptablesError
-from pykubeproxy.backends.iptables.render import RenderOptions, render_ruleset
+from pykubeproxy.backends.iptables.render import render_ruleset
 from pykubeproxy.backends.iptables.ruleset import Ruleset, format_restore
 from pykubeproxy.log import get_logger
 from pykubeproxy.model import ProxyState, ServicePort, Skipped
@@ -25,6 +26,9 @@ def chunk_rules(backend: str) -> int | None:
 
 
 log = get_logger("pykubeproxy.iptables")
+
+# (state, options) → ruleset; the options are the renderer's own (RenderOptions, IpvsOptions).
+Renderer = Callable[[ProxyState, Any], Ruleset]
 
 
 class SyncError(Exception):
@@ -46,8 +50,16 @@ class SyncResult:
 class IptablesSyncer:
     """Keeps one kernel's iptables in step with the desired state, one sync at a time."""
 
-    def __init__(self, kernel: Iptables, *, chunk_rules: int | None = None) -> None:
+    def __init__(
+        self,
+        kernel: Iptables,
+        *,
+        chunk_rules: int | None = None,
+        render: Renderer = render_ruleset,
+    ) -> None:
         self.kernel = kernel
+        # iptables mode renders per-Service chains; IPVS mode a few fixed rules over ipsets.
+        self.render = render
         # iptables-nft slows down super-linearly with the size of one transaction.
         self.chunk_rules = chunk_rules
         # The first sync rewrites everything; so does the one after any failure.
@@ -59,10 +71,10 @@ class IptablesSyncer:
         for payload in plan.payloads:
             self.kernel.restore(payload)
 
-    def sync(self, state: ProxyState, opts: RenderOptions, *, full: bool = False) -> SyncResult:
+    def sync(self, state: ProxyState, opts: Any, *, full: bool = False) -> SyncResult:
         full = full or self.needs_full
         self.needs_full = True
-        ruleset = render_ruleset(state, opts)
+        ruleset = self.render(state, opts)
         try:
             actual = self.kernel.save()
             plan = plan_restore(ruleset, actual, full=full, chunk_rules=self.chunk_rules)
@@ -80,13 +92,13 @@ class IptablesSyncer:
         return SyncResult(full, plan, ruleset)
 
     def _sync_without_rejected(
-        self, state: ProxyState, opts: RenderOptions, error: IptablesError
+        self, state: ProxyState, opts: Any, error: IptablesError
     ) -> SyncResult:
         """The kernel refused the payload: find the Services it refuses, apply all the others."""
         rejected = self._rejected_ports(state, opts, error)
         keep = tuple(p for p in state.services if p not in rejected)
         reduced = replace(state, services=keep)
-        ruleset = render_ruleset(reduced, opts)
+        ruleset = self.render(reduced, opts)
         try:
             plan = plan_restore(
                 ruleset, self.kernel.save(), full=True, chunk_rules=self.chunk_rules
@@ -103,10 +115,8 @@ class IptablesSyncer:
         # Rejected Services are retried by the next (full) sync: they may be fixed by then.
         return SyncResult(True, plan, ruleset, skipped)
 
-    def _accepts(
-        self, state: ProxyState, opts: RenderOptions, ports: Sequence[ServicePort]
-    ) -> bool:
-        ruleset = render_ruleset(replace(state, services=tuple(ports)), opts)
+    def _accepts(self, state: ProxyState, opts: Any, ports: Sequence[ServicePort]) -> bool:
+        ruleset = self.render(replace(state, services=tuple(ports)), opts)
         try:
             self.kernel.restore(format_restore(ruleset), test=True)
         except IptablesError:
@@ -114,15 +124,13 @@ class IptablesSyncer:
         return True
 
     def _rejected_ports(
-        self, state: ProxyState, opts: RenderOptions, error: IptablesError
+        self, state: ProxyState, opts: Any, error: IptablesError
     ) -> list[ServicePort]:
         if not self._accepts(state, opts, ()):
             raise SyncError(f"the kernel refuses even the rules shared by all Services: {error}")
         return self._bisect(state, opts, list(state.services))
 
-    def _bisect(
-        self, state: ProxyState, opts: RenderOptions, ports: list[ServicePort]
-    ) -> list[ServicePort]:
+    def _bisect(self, state: ProxyState, opts: Any, ports: list[ServicePort]) -> list[ServicePort]:
         if not ports or self._accepts(state, opts, ports):
             return []
         if len(ports) == 1:

@@ -409,3 +409,8 @@ def format_ipsets(sets: Sequence[IPSet]) -> str:
         lines.append(f"create {ipset.name} {ipset.type} {ipset.create_options}")
         lines.extend(f"add {ipset.name} {entry}" for entry in ipset.entries)
     return "\n".join(lines) + "\n"
+
+
+def render_ipvs_state(state: ProxyState, opts: IpvsOptions) -> Ruleset:
+    """The IPVS-mode iptables rules for a state (the iptables syncer's renderer in IPVS mode)."""
+    return render_ipvs_ruleset(plan_ipvs(state, opts), opts)

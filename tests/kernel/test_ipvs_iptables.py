@@ -1,0 +1,98 @@
+"""IPVS mode's ipsets and iptables rules in a real kernel (this one has ipset, not IPVS)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import need_root_and
+
+from pykubeproxy.backends.iptables.diff import normalize_rule
+from pykubeproxy.backends.iptables.kernel import IptablesBinaries, KernelIptables
+from pykubeproxy.backends.iptables.render import RenderOptions, render_ruleset
+from pykubeproxy.backends.iptables.ruleset import Ruleset
+from pykubeproxy.backends.iptables.sync import IptablesSyncer
+from pykubeproxy.backends.ipvs.plan import (
+    IpvsOptions,
+    format_ipsets,
+    plan_ipvs,
+    render_ipvs_ruleset,
+    render_ipvs_state,
+)
+from pykubeproxy.config import Config
+from pykubeproxy.daemon import load_files
+from pykubeproxy.pipeline import NodeIdentity, desired_state
+from pykubeproxy.store import Store
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def examples():  # type: ignore[no-untyped-def]
+    store = Store()
+    load_files(store, [REPO / "examples"])
+    config = Config(cluster_cidr="10.244.0.0/16")
+    return desired_state(store.snapshot(), config, NodeIdentity("node-1", True)).state
+
+
+def chains(ruleset: Ruleset) -> dict[tuple[str, str], list[str]]:
+    return {
+        (t.name, ch.name): [normalize_rule(r) for r in ch.rules]
+        for t in ruleset
+        for ch in t.chains
+        if ch.name.startswith("KUBE-") or (ch.builtin and ch.rules)
+    }
+
+
+@pytest.fixture(params=["legacy", "nft"])
+def kernel(request: pytest.FixtureRequest, netns: str) -> KernelIptables:
+    need_root_and("ipset")
+    return KernelIptables(IptablesBinaries(request.param, ("ip", "netns", "exec", netns)))
+
+
+def load_sets(netns: str, text: str) -> None:
+    subprocess.run(
+        ["ip", "netns", "exec", netns, "ipset", "restore", "-exist"],
+        input=text,
+        text=True,
+        check=True,
+    )
+
+
+def test_ipvs_rules_over_kube_proxys_ipsets_are_taken_by_the_kernel_exactly(
+    kernel: KernelIptables, netns: str
+) -> None:
+    state = examples()
+    opts = IpvsOptions(cluster_cidr="10.244.0.0/16", node_ips=state.node.ips)
+    plan = plan_ipvs(state, opts)
+    load_sets(netns, format_ipsets(plan.ipsets))
+
+    syncer = IptablesSyncer(kernel, render=render_ipvs_state)
+    first = syncer.sync(state, opts)
+    second = syncer.sync(state, opts)
+
+    assert first.wrote and not second.wrote
+    assert chains(kernel.save()) == chains(render_ipvs_ruleset(plan, opts))
+    saved = subprocess.run(
+        ["ip", "netns", "exec", netns, "ipset", "list", "KUBE-CLUSTER-IP"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "10.96.0.10,tcp:53" in saved
+
+
+def test_switching_between_iptables_and_ipvs_modes_leaves_no_chain_of_the_other(
+    kernel: KernelIptables, netns: str
+) -> None:
+    state = examples()
+    ipvs_opts = IpvsOptions(cluster_cidr="10.244.0.0/16", node_ips=state.node.ips)
+    iptables_opts = RenderOptions(cluster_cidr="10.244.0.0/16", node_ips=state.node.ips)
+    load_sets(netns, format_ipsets(plan_ipvs(state, ipvs_opts).ipsets))
+
+    IptablesSyncer(kernel).sync(state, iptables_opts)
+    IptablesSyncer(kernel, render=render_ipvs_state).sync(state, ipvs_opts)
+    assert chains(kernel.save()) == chains(render_ipvs_state(state, ipvs_opts))
+
+    IptablesSyncer(kernel).sync(state, iptables_opts)
+    assert chains(kernel.save()) == chains(render_ruleset(state, iptables_opts))
