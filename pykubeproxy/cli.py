@@ -25,12 +25,22 @@ from pykubeproxy.backends.iptables.kernel import (
 )
 from pykubeproxy.backends.iptables.ruleset import format_restore, ruleset_to_json
 from pykubeproxy.backends.iptables.sync import IptablesSyncer, SyncError, chunk_rules
+from pykubeproxy.backends.ipvs.kernel import (
+    IpvsError,
+    PyrouteIpvs,
+    check_kernel_modules,
+    destroy_stale_sets,
+    ensure_ipvs_sysctls,
+)
+from pykubeproxy.backends.ipvs.kernel import cleanup as ipvs_cleanup
+from pykubeproxy.backends.ipvs.model import DEFAULT_SCHEDULER
 from pykubeproxy.backends.ipvs.plan import (
     format_ipsets,
     format_ipvs,
     plan_ipvs,
     render_ipvs_ruleset,
 )
+from pykubeproxy.backends.ipvs.sync import IpvsSyncer
 from pykubeproxy.config import (
     Config,
     ConfigError,
@@ -403,13 +413,24 @@ def run_dry_run(args: argparse.Namespace, config: Config) -> int:
 
 
 def run_cleanup(config: Config) -> int:
+    """Remove what either proxy mode (ours or kube-proxy's) left: rules, IPVS, sets, kube-ipvs0."""
     log = get_logger("pykubeproxy")
     try:
         removed = cleanup()
     except IptablesError as exc:
         log.error("cleanup failed", error=str(exc))
         return EXIT_FAILURE
-    log.info("cleanup done", chains_removed=removed)
+    log.info("iptables cleanup done", chains_removed=removed)
+    try:
+        with PyrouteIpvs() as handle:
+            if Path("/proc/net/ip_vs").exists():
+                ipvs_cleanup(handle)
+            else:  # no IPVS in this kernel: only our sets and interface can be left
+                destroy_stale_sets(handle, ())
+                handle.delete_dummy_interface()
+    except (IpvsError, OSError) as exc:
+        log.error("IPVS cleanup failed", error=str(exc))
+        return EXIT_FAILURE
     return EXIT_OK
 
 
@@ -452,10 +473,29 @@ def _nodeports_on_loopback(config: Config) -> bool:
     return any(ipaddress.ip_network(n, strict=False).overlaps(LOOPBACK) for n in nets)
 
 
+def _ipvs_syncer(config: Config, kernel: KernelIptables) -> IpvsSyncer:
+    """Check and prepare the node for IPVS mode (modules, sysctls, timeouts), as kube-proxy."""
+    check_kernel_modules(config.ipvs_scheduler or DEFAULT_SCHEDULER)
+    ensure_ipvs_sysctls(strict_arp=config.ipvs_strict_arp)
+    handle = PyrouteIpvs()
+    handle.set_timeouts(
+        tcp=int(config.ipvs_tcp_timeout),
+        tcpfin=int(config.ipvs_tcpfin_timeout),
+        udp=int(config.ipvs_udp_timeout),
+    )
+    return IpvsSyncer(
+        handle,
+        kernel,
+        chunk_rules=chunk_rules(kernel.backend),
+        grace_period=config.ipvs_graceful_period,
+        exclude_cidrs=config.ipvs_exclude_cidrs,
+    )
+
+
 def run_proxy(args: argparse.Namespace, config: Config) -> int:
     log = get_logger("pykubeproxy")
-    if config.mode != "iptables":
-        log.error(f"proxy mode {config.mode} is not implemented yet; use iptables")
+    if config.mode == "nftables":
+        log.error("proxy mode nftables is not implemented yet; use iptables or ipvs")
         return EXIT_USAGE
     try:
         choice = detect_backend(requested=config.iptables_backend)
@@ -468,11 +508,16 @@ def run_proxy(args: argparse.Namespace, config: Config) -> int:
         ensure_sysctl("net/ipv4/conf/all/route_localnet", 1)
     kernel = KernelIptables(IptablesBinaries(choice.backend))
     identity = node_identity(config, tuple(args.node_ip or ()))
-    proxy = Proxy(
-        config=config,
-        identity=identity,
-        syncer=IptablesSyncer(kernel, chunk_rules=chunk_rules(choice.backend)),
-    )
+    syncer: IptablesSyncer | IpvsSyncer
+    if config.mode == "ipvs":
+        try:
+            syncer = _ipvs_syncer(config, kernel)
+        except IpvsError as exc:
+            log.error("cannot run in IPVS mode", error=str(exc))
+            return EXIT_FAILURE
+    else:
+        syncer = IptablesSyncer(kernel, chunk_rules=chunk_rules(choice.backend))
+    proxy = Proxy(config=config, identity=identity, syncer=syncer)
     store = Store()
     if args.once:
         if not args.from_file:

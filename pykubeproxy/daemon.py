@@ -7,12 +7,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from pykubeproxy.backends.iptables.kernel import count_rules
-from pykubeproxy.backends.iptables.sync import IptablesSyncer, SyncError, SyncResult
+from pykubeproxy.backends.iptables.kernel import Iptables, count_rules
+from pykubeproxy.backends.iptables.sync import SyncError, SyncResult
 from pykubeproxy.config import Config
 from pykubeproxy.log import get_logger
+from pykubeproxy.model import ProxyState
 from pykubeproxy.pipeline import Desired, NodeIdentity, desired_state
 from pykubeproxy.runner import SyncSchedule
 from pykubeproxy.sources.files import ManifestError, manifest_files, read_manifests
@@ -38,10 +39,24 @@ class SyncReport:
     error: str = ""
 
 
+class Syncer(Protocol):
+    """What the proxy needs from a mode's syncer (IptablesSyncer, IpvsSyncer)."""
+
+    kernel: Iptables
+
+    @property
+    def needs_full(self) -> bool: ...
+
+    @property
+    def failed_restores(self) -> int: ...
+
+    def sync(self, state: ProxyState, opts: Any, *, full: bool = False) -> SyncResult: ...
+
+
 class Proxy:
     """One node's proxy: turns a snapshot of the store into kernel rules."""
 
-    def __init__(self, *, config: Config, identity: NodeIdentity, syncer: IptablesSyncer) -> None:
+    def __init__(self, *, config: Config, identity: NodeIdentity, syncer: Syncer) -> None:
         self.config = config
         self.identity = identity
         self.syncer = syncer
@@ -87,7 +102,7 @@ class Proxy:
             )
         log.info(
             "synced" if result.wrote else "synced, nothing to change",
-            mode="iptables",
+            mode=self.config.mode,
             backend=self.syncer.kernel.backend,
             full=result.full,
             services=len(desired.state.services),

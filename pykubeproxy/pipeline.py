@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pykubeproxy.backends.iptables.render import RenderOptions, render_ruleset
 from pykubeproxy.backends.iptables.ruleset import Ruleset
 from pykubeproxy.backends.ipvs.model import DEFAULT_SCHEDULER
-from pykubeproxy.backends.ipvs.plan import IpvsOptions
+from pykubeproxy.backends.ipvs.plan import IpvsOptions, render_ipvs_state
 from pykubeproxy.config import Config
 from pykubeproxy.model import Node, ProxyState
 from pykubeproxy.store import Snapshot
@@ -41,11 +41,14 @@ def node_identity(config: Config, node_ips: tuple[str, ...] = ()) -> NodeIdentit
 @dataclass(frozen=True, slots=True)
 class Desired:
     state: ProxyState
-    options: RenderOptions
+    options: RenderOptions | IpvsOptions  # the proxy mode's own
     note: str  # how the node was found, for the log
 
     @property
     def ruleset(self) -> Ruleset:
+        """The iptables rules of this state in the proxy mode in use."""
+        if isinstance(self.options, IpvsOptions):
+            return render_ipvs_state(self.state, self.options)
         return render_ruleset(self.state, self.options)
 
 
@@ -115,4 +118,7 @@ def desired_state(snapshot: Snapshot, config: Config, identity: NodeIdentity) ->
         node=node,
         family=FAMILY,
     )
-    return Desired(state, render_options(config, node), note)
+    options: RenderOptions | IpvsOptions = (
+        ipvs_options(config, node) if config.mode == "ipvs" else render_options(config, node)
+    )
+    return Desired(state, options, note)
