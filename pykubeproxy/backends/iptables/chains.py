@@ -16,6 +16,8 @@ KUBE_POSTROUTING = "KUBE-POSTROUTING"
 KUBE_MARK_MASQ = "KUBE-MARK-MASQ"
 KUBE_FORWARD = "KUBE-FORWARD"
 KUBE_PROXY_FIREWALL = "KUBE-PROXY-FIREWALL"
+# Once kubelet's, written by kube-proxy since 1.27 when NodePorts answer on 127.0.0.1.
+KUBE_FIREWALL = "KUBE-FIREWALL"
 
 # Prefixes of the per-Service and per-endpoint chains (all in the nat table).
 SERVICE_CHAIN_PREFIXES = ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-")

@@ -27,6 +27,7 @@ OWNED_FIXED_CHAINS = {
             c.KUBE_FORWARD,
             c.KUBE_NODEPORTS,
             c.KUBE_PROXY_FIREWALL,
+            c.KUBE_FIREWALL,
             *IPVS_FILTER_CHAINS,
         }
     ),

@@ -383,6 +383,40 @@ def _render_static_rules(t: _Tables, opts: RenderOptions) -> None:
     t.add("nat", c.KUBE_MARK_MASQ, f"-j MARK --set-xmark {mark}")
 
 
+LOCALNET_COMMENT = "block incoming localnet connections"
+
+
+def _localnet_nodeports(opts: RenderOptions) -> bool:
+    """Whether NodePorts answer on 127.0.0.1 (so route_localnet is on and must be guarded)."""
+    if not opts.localhost_nodeports:
+        return False
+    nets = [ipaddress.ip_network(cidr, strict=False) for cidr in opts.nodeport_addresses]
+    return not nets or any(net.overlaps(_LOOPBACK) for net in nets)
+
+
+def _firewall_chains(opts: RenderOptions) -> list[Chain]:
+    """kube-proxy's guard for route_localnet (CVE-2020-8558): only local senders reach 127/8.
+
+    Its jumps sit above the others in INPUT and OUTPUT, as on a kube-proxy node.
+    """
+    if not _localnet_nodeports(opts):
+        return []
+    drop = (
+        f"! -s 127.0.0.0/8 -d 127.0.0.0/8 {_comment(LOCALNET_COMMENT)} "
+        "-m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP"
+    )
+    return [Chain(c.KUBE_FIREWALL, (drop,))]
+
+
+def _with_firewall_jumps(chains: list[Chain], opts: RenderOptions) -> list[Chain]:
+    if not _localnet_nodeports(opts):
+        return chains
+    jump = f"-j {c.KUBE_FIREWALL}"
+    return [
+        Chain(ch.name, (jump, *ch.rules)) if ch.name in ("INPUT", "OUTPUT") else ch for ch in chains
+    ]
+
+
 def render_ruleset(state: ProxyState, opts: RenderOptions) -> Ruleset:
     """The complete desired filter and nat tables for this node."""
     t = _Tables(filter={}, nat={})
@@ -403,7 +437,14 @@ def render_ruleset(state: ProxyState, opts: RenderOptions) -> Ruleset:
         t.add("nat", c.KUBE_SERVICES, f"{destination} -j {c.KUBE_NODEPORTS}")
     return Ruleset(
         tables=(
-            Table("filter", (*_jump_chains(_FILTER_JUMPS), *_chains(t.filter))),
+            Table(
+                "filter",
+                (
+                    *_with_firewall_jumps(_jump_chains(_FILTER_JUMPS), opts),
+                    *_chains(t.filter),
+                    *_firewall_chains(opts),
+                ),
+            ),
             Table("nat", (*_jump_chains(_NAT_JUMPS), *_chains(t.nat))),
         )
     )
