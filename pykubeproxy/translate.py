@@ -283,18 +283,22 @@ def translate_service(obj: object, *, family: int = 4) -> tuple[list[ServicePort
         health_check_node_port = _port(
             _field(spec, "healthCheckNodePort", int, 0), "healthCheckNodePort", allow_zero=True
         )
-    common = {
-        "cluster_ip": addresses.cluster_ip,
-        "external_ips": addresses.external_ips,
-        "load_balancer_ips": addresses.load_balancer_ips,
-        "load_balancer_source_ranges": addresses.source_ranges,
-        "external_traffic_policy": external_policy,
-        "internal_traffic_policy": _traffic_policy(spec, "internalTrafficPolicy"),
-        "health_check_node_port": health_check_node_port,
-        "affinity_timeout": _affinity_timeout(spec),
-    }
+    internal_policy = _traffic_policy(spec, "internalTrafficPolicy")
+    affinity_timeout = _affinity_timeout(spec)
     ports = [
-        ServicePort(name=name, port=port, node_port=node_port, **common)  # type: ignore[arg-type]
+        ServicePort(
+            name=name,
+            cluster_ip=addresses.cluster_ip,
+            port=port,
+            node_port=node_port,
+            external_ips=addresses.external_ips,
+            load_balancer_ips=addresses.load_balancer_ips,
+            load_balancer_source_ranges=addresses.source_ranges,
+            external_traffic_policy=external_policy,
+            internal_traffic_policy=internal_policy,
+            health_check_node_port=health_check_node_port,
+            affinity_timeout=affinity_timeout,
+        )
         for name, port, node_port in _service_port_specs(ref, spec, service_type)
     ]
     return ports, [ref.skipped(note, invalid=True) for note in notes]
