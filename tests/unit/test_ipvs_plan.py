@@ -179,3 +179,15 @@ def test_cluster_ip_masquerade_follows_masquerade_all_or_the_cluster_cidr(
     masq = [r for r in services.rules if "KUBE-CLUSTER-IP dst,dst -j KUBE-MARK-MASQ" in r]
     assert len(masq) == 1
     assert masq[0].startswith("! -s 10.244.0.0/16") != masquerade_all
+
+
+def test_without_a_cluster_cidr_node_traffic_from_a_cluster_ip_is_masqueraded() -> None:
+    """kube-proxy's rule for VIP-sourced node connections (VIP:port → VIP:service port)."""
+    opts = IpvsOptions()
+    ruleset = render_ipvs_ruleset(plan_ipvs(state(), opts), opts)
+    services = ruleset.table("nat").chain("KUBE-SERVICES")
+    assert services is not None
+    masq = [r for r in services.rules if "KUBE-CLUSTER-IP" in r and "KUBE-MARK-MASQ" in r]
+    assert len(masq) == 1
+    assert "--match-set KUBE-CLUSTER-IP src,dst -j KUBE-MARK-MASQ" in masq[0]
+    assert " -s " not in masq[0]

@@ -23,6 +23,7 @@ import selectors
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -33,6 +34,9 @@ from typing import Any
 
 if __name__ == "__main__":  # the guest runs the file; make the repo importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    # Bytecode of what this imports (pyroute2: ~6 s to compile in the guest) lands in the guest's
+    # throw-away overlay, where the pykubeproxy processes the daemon checks start find it.
+    sys.dont_write_bytecode = False
 
 K_NS = "pkp-k"  # kernel checks: apply, dump, drift, cleanup
 NODE_NS, CLIENT_NS = "pkp-node", "pkp-client"
@@ -171,10 +175,10 @@ class EchoServers:
 
 
 class Client:
-    """A TCP connection from the client namespace."""
+    """A TCP connection from the client namespace (or another one)."""
 
-    def __init__(self, address: str, port: int) -> None:
-        with in_netns(CLIENT_NS):
+    def __init__(self, address: str, port: int, ns: str = CLIENT_NS) -> None:
+        with in_netns(ns):
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.settimeout(CONNECT_TIMEOUT)
         self.sock.connect((address, port))
@@ -194,8 +198,8 @@ class Client:
         self.sock.close()
 
 
-def ask(address: str, port: int) -> tuple[str, str]:
-    client = Client(address, port)
+def ask(address: str, port: int, ns: str = CLIENT_NS) -> tuple[str, str]:
+    client = Client(address, port, ns)
     client.close()
     return client.name, client.seen_source
 
@@ -382,6 +386,7 @@ class Ctx:
     open_conn: Client | None = None
     busy_conn: Client | None = None
     foreign_save: list[str] = field(default_factory=list)
+    manifests: str = ""
 
 
 FOREIGN_KEYS = {("tcp", "172.16.0.5", 80), ("tcp", NODE_IP, 443)}
@@ -679,6 +684,13 @@ def cleanup_leaves_nothing_and_can_run_twice(ctx: Ctx) -> None:
 # --- traffic -------------------------------------------------------------------------------------
 
 
+HAND_MADE_MASQUERADE = (
+    "POSTROUTING",
+    *("-m", "ipvs", "--vaddr", f"{NODE_IP}/32", "--vport", str(NODE_PORT)),
+    *("-j", "MASQUERADE"),
+)
+
+
 def build_topology() -> None:
     """node (bridge cbr0 with three pods, eth0 to the client), everything in namespaces."""
     names = [NODE_NS, CLIENT_NS, *(f"pkp-{p}" for p in PODS)]
@@ -728,23 +740,7 @@ def traffic_topology_is_up(ctx: Ctx) -> None:
         ensure_ipvs_sysctls(strict_arp=True)
     # NodePort traffic is masqueraded, as kube-proxy does through KUBE-MARK-MASQ; here with the
     # minimal rule (the planner's iptables rules are tested elsewhere).
-    run(
-        "iptables",
-        "-w",
-        "-t",
-        "nat",
-        "-A",
-        "POSTROUTING",
-        "-m",
-        "ipvs",
-        "--vaddr",
-        f"{NODE_IP}/32",
-        "--vport",
-        str(NODE_PORT),
-        "-j",
-        "MASQUERADE",
-        ns=NODE_NS,
-    )
+    run("iptables", "-w", "-t", "nat", "-A", *HAND_MADE_MASQUERADE, ns=NODE_NS)
     ctx.node = PyrouteIpvs(netns=NODE_NS)
     ctx.node_graceful = GracefulTermination(clock=lambda: ctx.clock[0])
     everyone = list(PODS)
@@ -762,11 +758,13 @@ def traffic_topology_is_up(ctx: Ctx) -> None:
     log(run("ipvsadm", "-Ln", ns=NODE_NS))
 
 
-def _spread(address: str, port: int, n: int) -> tuple[dict[str, int], set[str]]:
+def _spread(
+    address: str, port: int, n: int, ns: str = CLIENT_NS
+) -> tuple[dict[str, int], set[str]]:
     seen: dict[str, int] = {}
     sources = set()
     for _ in range(n):
-        name, source = ask(address, port)
+        name, source = ask(address, port, ns)
         seen[name] = seen.get(name, 0) + 1
         sources.add(source)
     return seen, sources
@@ -851,6 +849,216 @@ def busy_backend_is_deleted_when_the_grace_period_is_over(ctx: Ctx) -> None:
         answer = f"<{type(exc).__name__}>"
     expect(answer != f"{gone}:after", "connection to a deleted real server still answered")
     conn.close()
+
+
+# --- the real daemon: `python -m pykubeproxy --proxy-mode ipvs --once` in the node namespace ------
+
+POD_CIDR = "10.244.0.0/16"
+DAEMON_BACKEND = "nft"  # iptables-nft: the guest's (Debian's) default iptables
+DAEMON_TIMEOUT = 120.0
+
+
+def daemon_manifests() -> list[dict[str, Any]]:
+    """Node node-1 at NODE_IP; Service web (NodePort) at CLUSTER_IP:80 → the three echo pods."""
+    node = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": "node-1", "labels": {"kubernetes.io/hostname": "node-1"}},
+        "status": {"addresses": [{"type": "InternalIP", "address": NODE_IP}]},
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "type": "NodePort",
+            "clusterIP": CLUSTER_IP,
+            "clusterIPs": [CLUSTER_IP],
+            "ipFamilies": ["IPv4"],
+            "ports": [
+                {
+                    "name": "http",
+                    "protocol": "TCP",
+                    "port": 80,
+                    "targetPort": ECHO_PORT,
+                    "nodePort": NODE_PORT,
+                }
+            ],
+        },
+    }
+    endpoints = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "web-abcde",
+            "namespace": "default",
+            "labels": {"kubernetes.io/service-name": "web"},
+        },
+        "addressType": "IPv4",
+        "endpoints": [
+            {"addresses": [ip], "nodeName": "node-1", "conditions": {"ready": True}}
+            for ip in PODS.values()
+        ],
+        "ports": [{"name": "http", "protocol": "TCP", "port": ECHO_PORT}],
+    }
+    return [node, service, endpoints]
+
+
+def daemon(*args: str) -> tuple[int, list[dict[str, Any]], str]:
+    """Run pykubeproxy in the node namespace: exit status, its JSON log lines, its raw stderr."""
+    argv = ["ip", "netns", "exec", NODE_NS, sys.executable, "-m", "pykubeproxy", *args]
+    # Bytecode goes to the guest's throw-away overlay: the 2nd and 3rd runs start faster.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    started = time.monotonic()
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, timeout=DAEMON_TIMEOUT, check=False, env=env
+    )
+    log(
+        f"pykubeproxy {' '.join(args)}: exit {proc.returncode} in",
+        round(time.monotonic() - started, 1),
+        "s",
+    )
+    lines = []
+    for line in proc.stderr.splitlines():
+        log("   ", line)
+        with contextlib.suppress(ValueError):
+            parsed = json.loads(line)
+            if isinstance(parsed, dict):
+                lines.append(parsed)
+    return proc.returncode, lines, proc.stderr
+
+
+def daemon_once(ctx: Ctx) -> tuple[int, list[dict[str, Any]], str]:
+    return daemon(
+        *("--proxy-mode", "ipvs", "--from-file", ctx.manifests, "--once"),
+        *("--hostname-override", "node-1", "--cluster-cidr", POD_CIDR),
+        *("--iptables-backend", DAEMON_BACKEND),
+    )
+
+
+def ipvs_sync_lines(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [line for line in lines if line.get("event") == "ipvs sync"]
+
+
+def node_ipvs_listing() -> dict[str, list[tuple[str, str]]]:
+    """`ipvsadm -Ln` in the node namespace → {"TCP 10.96.0.10:80 rr": [(real, method)]}."""
+    listing = run("ipvsadm", "-Ln", ns=NODE_NS)
+    log(listing)
+    services: dict[str, list[tuple[str, str]]] = {}
+    current = None
+    for line in listing.splitlines():
+        words = line.split()
+        if words[:1] in (["TCP"], ["UDP"], ["SCTP"]):
+            current = " ".join(words[:3])
+            services[current] = []
+        elif words[:1] == ["->"] and current is not None and words[1] != "RemoteAddress:Port":
+            services[current].append((words[1], words[2]))
+    return services
+
+
+def reset_node_namespace(ctx: Ctx) -> None:
+    """Take back what the library checks put in the node namespace: no IPVS service, no
+    kube-ipvs0, no KUBE- set, no hand-made rule, and the sysctls pykubeproxy must set itself."""
+    if ctx.node is not None:
+        ctx.node.close()
+        ctx.node = None
+    run("iptables", "-w", "-t", "nat", "-D", *HAND_MADE_MASQUERADE, ns=NODE_NS)
+    run("ipvsadm", "-C", ns=NODE_NS)
+    run("ip", "link", "del", "kube-ipvs0", ns=NODE_NS)
+    for name in run("ipset", "list", "-n", ns=NODE_NS).split():
+        if name.startswith("KUBE-"):
+            run("ipset", "destroy", name, ns=NODE_NS)
+    with in_netns(NODE_NS):
+        for name in ("net/ipv4/vs/conntrack", "net/ipv4/ip_forward"):
+            Path(f"/proc/sys/{name}").write_text("0\n")
+    # As on a node with the bridge CNI (kubenet): bridged pod-to-pod replies cross netfilter,
+    # where IPVS un-NATs them (br_netfilter, which kubeadm's preflight asks for), and a pod's
+    # masqueraded hairpin reply may leave by the port it came in (CNI "hairpinMode": true).
+    run("modprobe", "br_netfilter")
+    with in_netns(NODE_NS):
+        Path("/proc/sys/net/bridge/bridge-nf-call-iptables").write_text("1\n")
+    hairpin = [f"link set dev veth-{pod} type bridge_slave hairpin on" for pod in PODS]
+    run("ip", "-n", NODE_NS, "-batch", "-", stdin="\n".join(hairpin) + "\n")
+    expect_equal(ipvsadm_save(NODE_NS), [], "IPVS services before the daemon runs")
+    rules = run("iptables-save", ns=NODE_NS)  # the checks before use `iptables` only
+    expect("KUBE-" not in rules and "MASQUERADE" not in rules, f"iptables before:\n{rules}")
+
+
+def expect_nothing_of_ours_left() -> None:
+    expect_equal(ipvsadm_save(NODE_NS), [], "IPVS services after --cleanup")
+    links = run("ip", "-o", "link", "show", ns=NODE_NS)
+    expect("kube-ipvs0" not in links, f"kube-ipvs0 still there: {links}")
+    sets = run("ipset", "list", "-n", ns=NODE_NS).split()
+    expect_equal([s for s in sets if s.startswith("KUBE-")], [], "KUBE- ipsets after --cleanup")
+    for save in ("iptables-nft-save", "iptables-legacy-save"):
+        rules = run(save, ns=NODE_NS)
+        expect("KUBE-" not in rules, f"KUBE- rules or chains left in {save}:\n{rules}")
+
+
+@check
+def daemon_once_programs_ipvs_and_carries_traffic(ctx: Ctx) -> None:
+    """`pykubeproxy --proxy-mode ipvs --once` alone (no hand-made rule) makes the Service work."""
+    reset_node_namespace(ctx)
+    ctx.manifests = tempfile.mkdtemp(prefix="pkp-manifests-")
+    for number, manifest in enumerate(daemon_manifests()):
+        Path(ctx.manifests, f"{number}-{manifest['kind']}.json").write_text(json.dumps(manifest))
+    status, lines, stderr = daemon_once(ctx)
+    expect_equal(status, 0, f"exit status of pykubeproxy --once\n{stderr[-3000:]}")
+    synced = ipvs_sync_lines(lines)
+    expect(len(synced) == 1 and synced[0]["operations"] > 0, f"ipvs sync log lines: {synced}")
+
+    reals = sorted((f"{ip}:{ECHO_PORT}", "Masq") for ip in PODS.values())
+    services = {name: sorted(real) for name, real in node_ipvs_listing().items()}
+    want = {f"TCP {CLUSTER_IP}:80 rr": reals, f"TCP {NODE_IP}:{NODE_PORT} rr": reals}
+    expect_equal(services, want, "ipvsadm -Ln in the node namespace")
+    addresses = json.loads(run("ip", "-j", "addr", "show", "kube-ipvs0", ns=NODE_NS))[0]
+    expect_equal([a["local"] for a in addresses["addr_info"]], [CLUSTER_IP], "kube-ipvs0")
+    members = run("ipset", "list", "KUBE-CLUSTER-IP", ns=NODE_NS)
+    members = members.partition("Members:")[2].split()
+    expect_equal(members, [f"{CLUSTER_IP},tcp:80"], "KUBE-CLUSTER-IP members")
+    with in_netns(NODE_NS):
+        for name in ("net/ipv4/vs/conntrack", "net/ipv4/ip_forward"):
+            value = Path(f"/proc/sys/{name}").read_text().strip()
+            expect_equal(value, "1", f"{name} after pykubeproxy --once")
+    log(run(f"iptables-{DAEMON_BACKEND}-save", ns=NODE_NS))
+
+    # The client is outside --cluster-cidr: masqueraded to a ClusterIP as to a NodePort.
+    seen, sources = _spread(CLUSTER_IP, 80, 6)
+    expect_equal(seen, {p: 2 for p in PODS}, "round robin over the ClusterIP")
+    expect_equal(sources, {BRIDGE_IP}, "source seen by the pods (client outside the cluster CIDR)")
+    seen, sources = _spread(NODE_IP, NODE_PORT, 6)
+    expect_equal(seen, {p: 2 for p in PODS}, "round robin over the NodePort")
+    expect_equal(sources, {BRIDGE_IP}, "source seen by the pods (NodePort, masqueraded)")
+    # The node's own connections leave from the VIP (kube-ipvs0), outside the cluster CIDR.
+    name, source = ask(CLUSTER_IP, 80, NODE_NS)
+    expect_equal(source, BRIDGE_IP, f"source seen by {name} for the node's own connection")
+    # Hairpin: pod-a sent to itself through the ClusterIP must be masqueraded (KUBE-LOOP-BACK),
+    # or its own address comes back as the source; the other pods see pod-a's address.
+    answers = []
+    for _ in PODS:  # rr: one connection to each pod
+        try:
+            answers.append(ask(CLUSTER_IP, 80, "pkp-pod-a"))
+        except OSError as exc:
+            answers.append(("no answer", f"{type(exc).__name__}: {exc}"))
+    hairpin = [("pod-a", BRIDGE_IP), ("pod-b", PODS["pod-a"]), ("pod-c", PODS["pod-a"])]
+    expect_equal(sorted(answers), hairpin, "pod-a through the ClusterIP: (pod, source seen)")
+
+
+@check
+def daemon_resync_is_a_no_op_and_cleanup_removes_everything(ctx: Ctx) -> None:
+    """A second `--once` changes nothing in IPVS; `--cleanup` leaves nothing of either mode."""
+    expect(bool(ctx.manifests), "the first daemon check wrote no manifests")
+    status, lines, stderr = daemon_once(ctx)
+    expect_equal(status, 0, f"exit status of the second pykubeproxy --once\n{stderr[-3000:]}")
+    synced = ipvs_sync_lines(lines)
+    expect(len(synced) == 1, f"ipvs sync log lines: {synced}")
+    got = {k: synced[0][k] for k in ("operations", "ipset_lines", "failures")}
+    expect_equal(got, {"operations": 0, "ipset_lines": 0, "failures": 0}, "second --once")
+    expect_equal(ask(CLUSTER_IP, 80)[1], BRIDGE_IP, "traffic after the second --once")
+
+    status, _, stderr = daemon("--cleanup")
+    expect_equal(status, 0, f"exit status of pykubeproxy --cleanup\n{stderr[-3000:]}")
+    expect_nothing_of_ours_left()
 
 
 # --- main ----------------------------------------------------------------------------------------

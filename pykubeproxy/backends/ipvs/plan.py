@@ -256,6 +256,14 @@ def _nat_rules(opts: IpvsOptions, plan: IpvsPlan) -> list[Chain]:
             f"! -s {opts.cluster_cidr} {_comment(comment['KUBE-CLUSTER-IP'])} "
             f"{_match_set('KUBE-CLUSTER-IP', 'dst,dst')} -j {c.KUBE_MARK_MASQ}"
         )
+    else:
+        # As kube-proxy without a cluster CIDR: the node's own connections to a cluster IP take
+        # that VIP (bound to kube-ipvs0) as their source; unmasqueraded, a pod on another node
+        # answers a VIP that node also holds, and the reply never comes back.
+        services.append(
+            f"{_comment(comment['KUBE-CLUSTER-IP'])} "
+            f"{_match_set('KUBE-CLUSTER-IP', 'src,dst')} -j {c.KUBE_MARK_MASQ}"
+        )
     services += [
         f"{_comment(comment['KUBE-LOAD-BALANCER'])} {_match_set('KUBE-LOAD-BALANCER', 'dst,dst')}"
         f" -j {KUBE_LOAD_BALANCER}",
