@@ -219,6 +219,9 @@ def run_sync_loop(
             except SyncError as exc:
                 schedule.finished(clock(), ok=False)
                 log.error("sync failed; will retry", error=str(exc), failures=schedule.failures)
+            except Exception:  # a bug must not stop the node's proxy: log it, retry, back off
+                schedule.finished(clock(), ok=False)
+                log.exception("sync crashed; will retry", failures=schedule.failures)
         wait = min(MAX_IDLE_WAIT, max(schedule.next_time() - clock(), 0.0))
         if not source.synced:
             wait = max(wait, 0.1)  # the store's change notification wakes us earlier

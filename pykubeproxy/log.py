@@ -16,16 +16,17 @@ def level_for_verbosity(verbosity: int) -> int:
 def setup_logging(verbosity: int = 0, *, json_lines: bool | None = None) -> None:
     if json_lines is None:
         json_lines = not sys.stderr.isatty()
-    renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer()
+    # JSON lines carry a traceback as a string field; the console renders its own.
+    tail: list[structlog.typing.Processor] = (
+        [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
         if json_lines
-        else structlog.dev.ConsoleRenderer(colors=False)
+        else [structlog.dev.ConsoleRenderer(colors=False)]
     )
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
+            *tail,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level_for_verbosity(verbosity)),
         # Looked up at each call: whoever replaced sys.stderr since (a test) gets the lines.

@@ -78,3 +78,34 @@ def test_no_sync_before_the_source_is_synced_then_changes_are_followed() -> None
         stop.set()
         loop.join(5)
     assert not loop.is_alive()
+
+
+class CrashingOnceSyncer(RecordingSyncer):
+    """Fails its first sync with an unexpected error, as a bug would."""
+
+    def sync(self, state: ProxyState, opts: RenderOptions, *, full: bool = False) -> SyncResult:
+        if not self.synced:
+            self.synced.append(["crash"])
+            raise RuntimeError("a bug")
+        return super().sync(state, opts, full=full)
+
+
+def test_an_unexpected_error_in_a_sync_is_retried_instead_of_stopping_the_proxy() -> None:
+    store, source, syncer = Store(), ManualSource(), CrashingOnceSyncer()
+    source.synced = True
+    proxy = Proxy(
+        config=Config(min_sync_period=0.0), identity=NodeIdentity("node-1", True), syncer=syncer
+    )
+    store.upsert("Service", service("svc"))
+    stop = threading.Event()
+    loop = threading.Thread(
+        target=run_sync_loop, args=(proxy, store, source), kwargs={"stop": stop}
+    )
+    loop.start()
+    try:
+        assert wait_until(lambda: syncer.synced[-1:] == [["default/svc"]])
+        assert syncer.synced[0] == ["crash"]
+    finally:
+        stop.set()
+        loop.join(5)
+    assert not loop.is_alive()
