@@ -6,6 +6,7 @@ import argparse
 import difflib
 import ipaddress
 import json
+import shutil
 import signal
 import sys
 import threading
@@ -48,6 +49,7 @@ from pykubeproxy.config import (
     parse_duration,
     read_config_document,
 )
+from pykubeproxy.conntrack import Conntrack
 from pykubeproxy.daemon import FileSource, Proxy, load_files, run_sync_loop
 from pykubeproxy.health import ProxyHealth
 from pykubeproxy.log import get_logger, setup_logging
@@ -517,7 +519,10 @@ def run_proxy(args: argparse.Namespace, config: Config) -> int:
             return EXIT_FAILURE
     else:
         syncer = IptablesSyncer(kernel, chunk_rules=chunk_rules(choice.backend))
-    proxy = Proxy(config=config, identity=identity, syncer=syncer)
+    conntrack = Conntrack() if shutil.which("conntrack") else None
+    if conntrack is None:
+        log.warning("conntrack is not installed: stale UDP flows will not be cleared")
+    proxy = Proxy(config=config, identity=identity, syncer=syncer, conntrack=conntrack)
     store = Store()
     if args.once:
         if not args.from_file:

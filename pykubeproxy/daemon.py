@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from pykubeproxy.backends.iptables.kernel import Iptables, count_rules
 from pykubeproxy.backends.iptables.sync import SyncError, SyncResult
 from pykubeproxy.config import Config
+from pykubeproxy.conntrack import TRACKED, Conntrack, clear_stale_flows
 from pykubeproxy.log import get_logger
 from pykubeproxy.model import ProxyState
 from pykubeproxy.pipeline import Desired, NodeIdentity, desired_state
@@ -56,10 +57,19 @@ class Syncer(Protocol):
 class Proxy:
     """One node's proxy: turns a snapshot of the store into kernel rules."""
 
-    def __init__(self, *, config: Config, identity: NodeIdentity, syncer: Syncer) -> None:
+    def __init__(
+        self,
+        *,
+        config: Config,
+        identity: NodeIdentity,
+        syncer: Syncer,
+        conntrack: Conntrack | None = None,
+    ) -> None:
         self.config = config
         self.identity = identity
         self.syncer = syncer
+        self.conntrack = conntrack
+        self._flows_checked_for: frozenset[object] | None = None
         self._reported: set[str] = set()
         # Told about every sync attempt (metrics, health and /rules hook in here).
         self.observers: list[Callable[[SyncReport], None]] = []
@@ -93,6 +103,7 @@ class Proxy:
                 )
             )
             raise
+        self._clear_stale_flows(desired.state)
         elapsed = time.monotonic() - started
         for skipped in result.rejected:
             log.warning(
@@ -117,6 +128,20 @@ class Proxy:
             SyncReport(snapshot, desired, result.full, attempted_full, elapsed, refused, result)
         )
         return result
+
+    def _clear_stale_flows(self, state: ProxyState) -> None:
+        """After the rules are in: drop UDP/SCTP flows pinned to endpoints that left."""
+        if self.conntrack is None:
+            return
+        # Only when some UDP/SCTP Service's endpoints changed (or on the first sync).
+        seen = frozenset(
+            (port.name, state.endpoints_of(port.name))
+            for port in state.services
+            if port.name.protocol in TRACKED
+        )
+        if seen != self._flows_checked_for:
+            clear_stale_flows(self.conntrack, state)
+            self._flows_checked_for = seen
 
     def _report_skipped(self, reasons: list[str]) -> None:
         """Warn about each invalid object once, not at every sync."""
