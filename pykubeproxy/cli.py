@@ -299,22 +299,16 @@ _CONFIG_FLAGS = (
 )
 
 
+def _split_lists(values: Sequence[str]) -> tuple[str, ...]:
+    """Repeated and comma-separated flag values (Go's string slices), as one tuple."""
+    return tuple(part.strip() for value in values for part in value.split(",") if part.strip())
+
+
 def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides = {name: getattr(args, name) for name in _CONFIG_FLAGS}
-    if args.ipvs_exclude_cidrs:
-        overrides["ipvs_exclude_cidrs"] = tuple(
-            part.strip()
-            for value in args.ipvs_exclude_cidrs
-            for part in value.split(",")
-            if part.strip()
-        )
-    if args.nodeport_addresses:
-        overrides["nodeport_addresses"] = tuple(
-            part.strip()
-            for value in args.nodeport_addresses
-            for part in value.split(",")
-            if part.strip()
-        )
+    for name in ("ipvs_exclude_cidrs", "nodeport_addresses"):
+        if values := getattr(args, name):
+            overrides[name] = _split_lists(values)
     return {name: value for name, value in overrides.items() if value is not None}
 
 
@@ -399,7 +393,7 @@ def run_dry_run(args: argparse.Namespace, config: Config) -> int:
         )
     if config.mode == "ipvs":
         return _print_ipvs_plan(args, config, desired)
-    ruleset = desired.ruleset
+    ruleset = desired.ruleset()
     if args.output == "json":
         body = ruleset_to_json(ruleset)
         body["skipped"] = [str(s) for s in (*manifests.skipped, *desired.state.skipped)]

@@ -6,8 +6,8 @@ after that backend left the Service — or no backend at all, if the flow began 
 had one. Like kube-proxy, after a sync we delete such entries, so the next packet is NATed anew.
 
 The kernel is the source of truth: entries are listed (`conntrack -L`) and compared with the
-current endpoints, so a restart misses nothing. Deleting uses `conntrack -D` (measured here:
-1 000 deletions in 0.025 s, against 0.66 s through pyroute2).
+current endpoints, so a restart misses nothing. Deleting uses `conntrack -D` (DESIGN.md's
+measurement: 1 000 deletions in 0.025 s, against 0.66 s through pyroute2).
 """
 
 from __future__ import annotations

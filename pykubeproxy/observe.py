@@ -60,7 +60,7 @@ def observe(
             metrics.restore_failures.inc(report.failed_restores)
             if not report.attempted_full:
                 metrics.partial_restore_failures.inc()
-        ruleset = report.desired.ruleset if report.result is None else report.result.ruleset
+        ruleset = report.desired.ruleset() if report.result is None else report.result.ruleset
         if report.result is None:
             # The snapshot took these changes out of the store: count them now or never.
             metrics.service_changes.inc(report.snapshot.service_changes)

@@ -44,9 +44,8 @@ class Desired:
     options: RenderOptions | IpvsOptions  # the proxy mode's own
     note: str  # how the node was found, for the log
 
-    @property
     def ruleset(self) -> Ruleset:
-        """The iptables rules of this state in the proxy mode in use."""
+        """Render the iptables rules of this state in the proxy mode in use (not cached)."""
         if isinstance(self.options, IpvsOptions):
             return render_ipvs_state(self.state, self.options)
         return render_ruleset(self.state, self.options)

@@ -324,18 +324,16 @@ def _render_service_port(t: _Tables, p: _Plan, opts: RenderOptions) -> None:
     _render_capture_rules(t, p)
     _render_external_chain(t, p, opts)
     _render_firewall_chain(t, p, opts)
-    if p.selection.cluster:
-        chain = c.service_chain(p.port.name)
-        t.declare("nat", chain)
+    policies = (
+        (c.service_chain(p.port.name), p.selection.cluster),
+        (c.local_service_chain(p.port.name), p.selection.local),
+    )
+    for chain, endpoints in policies:
+        if not endpoints:
+            continue
         if p.internal_chain == chain:
             _render_cluster_masquerade(t, p, opts)
-        _render_balancing_chain(t, p, chain, p.selection.cluster)
-    if p.selection.local:
-        chain = c.local_service_chain(p.port.name)
-        t.declare("nat", chain)
-        if p.internal_chain == chain:
-            _render_cluster_masquerade(t, p, opts)
-        _render_balancing_chain(t, p, chain, p.selection.local)
+        _render_balancing_chain(t, p, chain, endpoints)
     for ep in p.selection.reachable:
         _render_endpoint_chain(t, p, ep)
 
