@@ -39,7 +39,7 @@ def test_every_golden_directory_is_a_case() -> None:
 @pytest.mark.parametrize("case", CASES)
 def test_ruleset_matches_the_reviewed_golden_file(case: str) -> None:
     expected_file = GOLDEN / case / "expected.rules"
-    rendered = format_restore(render_golden_case(case).ruleset)
+    rendered = format_restore(render_golden_case(case).ruleset())
     if UPDATE:
         expected_file.write_text(rendered, encoding="utf-8")
     assert expected_file.is_file(), "no golden file; run with PYKUBEPROXY_UPDATE_GOLDEN=1"
@@ -48,17 +48,17 @@ def test_ruleset_matches_the_reviewed_golden_file(case: str) -> None:
 
 @pytest.mark.parametrize("case", CASES)
 def test_every_jump_goes_to_a_declared_builtin_or_standard_target(case: str) -> None:
-    assert unknown_targets(render_golden_case(case).ruleset) == []
+    assert unknown_targets(render_golden_case(case).ruleset()) == []
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_every_declared_chain_is_jumped_to(case: str) -> None:
-    assert orphan_chains(render_golden_case(case).ruleset) == []
+    assert orphan_chains(render_golden_case(case).ruleset()) == []
 
 
 def test_rendering_the_same_cluster_twice_gives_identical_text() -> None:
-    first = format_restore(render_golden_case("examples").ruleset)
-    assert format_restore(render_golden_case("examples").ruleset) == first
+    first = format_restore(render_golden_case("examples").ruleset())
+    assert format_restore(render_golden_case("examples").ruleset()) == first
 
 
 def test_every_golden_ruleset_is_accepted_by_both_iptables_backends(netns: str) -> None:
@@ -91,7 +91,7 @@ def test_the_kernel_reports_every_golden_ruleset_exactly_as_rendered(
     # Rendered text is iptables-save's canonical form, so the sync can diff it with the kernel's
     # (after normalize_rule, which allows for the kernel's 31-bit statistic probabilities).
     for case in CASES:
-        ruleset = render_golden_case(case).ruleset
+        ruleset = render_golden_case(case).ruleset()
         saved = saved_rules(netns, backend, format_restore(ruleset))
         for key, rules in rendered_rules(ruleset).items():
             kernel = [normalize_rule(r) for r in saved.get(key, ["(no such chain)"])]

@@ -19,7 +19,7 @@ WEB = {"10.244.1.11:8080", "10.244.1.12:8080"}  # examples: shop/web's ready end
 
 @cache
 def tracer(case: str) -> Tracer:
-    return Tracer(render_golden_case(case).ruleset, local_addresses={NODE_IP})
+    return Tracer(render_golden_case(case).ruleset(), local_addresses={NODE_IP})
 
 
 def trace(case: str, src: str, dst: str, dport: int, proto: str = "tcp") -> Trace:
@@ -180,7 +180,7 @@ def test_terminating_local_endpoint_serves_external_traffic_when_no_local_one_is
 
 def test_node_ports_are_served_only_on_addresses_inside_nodeport_addresses() -> None:
     cidr_tracer = Tracer(
-        render_golden_case("nodeport-addresses").ruleset,
+        render_golden_case("nodeport-addresses").ruleset(),
         local_addresses={NODE_IP, "198.18.0.10"},
     )
     inside = cidr_tracer.trace(Packet(OTHER_CLIENT, NODE_IP, 30080))
