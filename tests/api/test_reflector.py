@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import threading
+import contextlib
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -35,19 +36,26 @@ def names(store: Store, kind: str) -> set[str]:
 
 
 def eventually(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
-    done = threading.Event()
-    deadline = threading.Event()
-    timer = threading.Timer(seconds, deadline.set)
-    timer.start()
+    """Whether `condition` holds within `seconds` (polled; bounded in time)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+@contextlib.contextmanager
+def reflecting(kubeconfig: Path, store: Store) -> Iterator[KubeSource]:
+    """The real source (reflectors on the real client) running into `store`, stopped after."""
+    api = api_client(str(kubeconfig), "")
+    kube = KubeSource(request_by_kind=requesters(api, "node-1"), store=store, timing=FAST)
+    kube.start()
     try:
-        while not deadline.is_set():
-            if condition():
-                done.set()
-                break
-            deadline.wait(0.02)
+        yield kube
     finally:
-        timer.cancel()
-    return done.is_set() or condition()
+        kube.stop(timeout=5.0)
+        api.close()
 
 
 @pytest.fixture
@@ -58,14 +66,8 @@ def source(apiserver: FakeApiServer, kubeconfig: Path) -> Iterator[tuple[KubeSou
     apiserver.create("nodes", make_node("node-1"))
     apiserver.create("nodes", make_node("node-2"))
     store = Store()
-    api = api_client(str(kubeconfig), "")
-    kube = KubeSource(request_by_kind=requesters(api, "node-1"), store=store, timing=FAST)
-    kube.start()
-    try:
+    with reflecting(kubeconfig, store) as kube:
         yield kube, store
-    finally:
-        kube.stop(timeout=5.0)
-        api.close()
 
 
 def reflector(kube: KubeSource, kind: str):  # type: ignore[no-untyped-def]
@@ -184,17 +186,10 @@ def test_server_errors_back_off_and_the_sync_completes(
 ) -> None:
     apiserver.create("services", make_service("svc", cluster_ip="10.96.0.10"))
     apiserver.fail_next("services", status=500, count=3, verb="list")
-    store = Store()
-    api = api_client(str(kubeconfig), "")
-    kube = KubeSource(request_by_kind=requesters(api, "node-1"), store=store, timing=FAST)
-    kube.start()
-    try:
+    with reflecting(kubeconfig, Store()) as kube:
         assert eventually(lambda: kube.synced)
         assert reflector(kube, "Service").lists == 1
         assert len(apiserver.requests_to("services", watch=False)) == 4
-    finally:
-        kube.stop()
-        api.close()
 
 
 def test_bookmarks_advance_the_resource_version(
@@ -216,16 +211,9 @@ def test_nothing_is_synced_until_every_kind_has_listed(
     apiserver: FakeApiServer, kubeconfig: Path
 ) -> None:
     apiserver.fail_next("nodes", status=503, count=8, verb="list")
-    store = Store()
-    api = api_client(str(kubeconfig), "")
-    kube = KubeSource(request_by_kind=requesters(api, "node-1"), store=store, timing=FAST)
-    kube.start()
-    try:
+    with reflecting(kubeconfig, Store()) as kube:
         assert eventually(lambda: reflector(kube, "Service").synced.is_set())
         assert eventually(lambda: len(apiserver.requests_to("nodes", watch=False)) >= 3)
         assert not kube.synced  # Services listed, but this node is not known yet
         assert eventually(lambda: kube.synced)
         assert len(apiserver.requests_to("nodes", watch=False)) == 9
-    finally:
-        kube.stop()
-        api.close()
