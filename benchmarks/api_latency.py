@@ -29,11 +29,12 @@ from api.fake_apiserver import (  # noqa: E402
     make_service,
 )
 
+from pykubeproxy.backends.iptables.backend import IptablesBackend  # noqa: E402
 from pykubeproxy.backends.iptables.kernel import IptablesBinaries, KernelIptables  # noqa: E402
-from pykubeproxy.backends.iptables.sync import IptablesSyncer, chunk_rules  # noqa: E402
 from pykubeproxy.config import Config, parse_duration  # noqa: E402
-from pykubeproxy.daemon import Proxy, SyncReport, run_sync_loop  # noqa: E402
+from pykubeproxy.loop import run_sync_loop  # noqa: E402
 from pykubeproxy.pipeline import NodeIdentity  # noqa: E402
+from pykubeproxy.proxy import Proxy, SyncReport  # noqa: E402
 from pykubeproxy.sources.kube import KubeSource, api_client, requesters  # noqa: E402
 from pykubeproxy.store import Store  # noqa: E402
 
@@ -65,25 +66,27 @@ def measure(services: int, changes: int, min_sync: float, backend: str) -> list[
             api = api_client(str(server.write_kubeconfig(Path(tmp) / "kubeconfig")), "")
             store = Store()
             kernel = KernelIptables(IptablesBinaries(backend, ("ip", "netns", "exec", ns)))
+            config = Config(min_sync_period=min_sync, sync_period=3600.0)
             proxy = Proxy(
-                config=Config(min_sync_period=min_sync, sync_period=3600.0),
-                identity=NodeIdentity("node-1", True),
-                syncer=IptablesSyncer(kernel, chunk_rules=chunk_rules(backend)),
+                backend=IptablesBackend(config, kernel), identity=NodeIdentity("node-1", True)
             )
             landed: dict[str, float] = {}
             landed_event = threading.Condition()
 
+            class Recorder:
+                def synced(self, report: SyncReport) -> None:
+                    if report.outcome is not None:
+                        record(report)
+
             def record(report: SyncReport) -> None:
-                if report.result is None:
-                    return
                 now = time.monotonic()
                 with landed_event:
-                    for eps in report.desired.state.endpoints.values():
+                    for eps in report.state.endpoints.values():
                         for ep in eps:
                             landed.setdefault(ep.ip, now)
                     landed_event.notify_all()
 
-            proxy.observers.append(record)
+            proxy.observer = Recorder()
             source = KubeSource(request_by_kind=requesters(api, "node-1"), store=store)
             source.start()
             loop = threading.Thread(

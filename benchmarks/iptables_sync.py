@@ -13,20 +13,20 @@ import subprocess
 import time
 from pathlib import Path
 
+from pykubeproxy.backends.iptables.backend import IptablesBackend
 from pykubeproxy.backends.iptables.kernel import IptablesBinaries, KernelIptables, count_rules
-from pykubeproxy.backends.iptables.render import RenderOptions, render_ruleset
-from pykubeproxy.backends.iptables.sync import IptablesSyncer, chunk_rules
 from pykubeproxy.config import Config
-from pykubeproxy.daemon import load_files
 from pykubeproxy.model import Endpoint, Node, Protocol, ProxyState, ServicePort, ServicePortName
-from pykubeproxy.pipeline import NodeIdentity, desired_state
+from pykubeproxy.pipeline import NodeIdentity, translate_snapshot
+from pykubeproxy.sources.files import load_files
 from pykubeproxy.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 FIRST_ENDPOINT = ipaddress.IPv4Address("10.100.0.1")
+CONFIG = Config(cluster_cidr="10.244.0.0/16")
 
 
-def generated(services: int, endpoints: int) -> tuple[ProxyState, RenderOptions]:
+def generated(services: int, endpoints: int) -> ProxyState:
     ports, eps = [], {}
     for i in range(services):
         name = ServicePortName(f"ns{i % 50}", f"svc{i}", "http", Protocol.TCP)
@@ -37,35 +37,31 @@ def generated(services: int, endpoints: int) -> tuple[ProxyState, RenderOptions]
         eps[name] = tuple(
             Endpoint(str(ipaddress.IPv4Address(first + j)), 8080) for j in range(endpoints)
         )
-    state = ProxyState(
+    return ProxyState(
         Node("node-1", ("192.0.2.10",)), tuple(sorted(ports, key=lambda p: p.name)), eps
     )
-    return state, RenderOptions(cluster_cidr="10.244.0.0/16", node_ips=("192.0.2.10",))
 
 
-def examples() -> tuple[ProxyState, RenderOptions]:
+def examples() -> ProxyState:
     store = Store()
     load_files(store, [REPO / "examples"])
-    desired = desired_state(
-        store.snapshot(), Config(cluster_cidr="10.244.0.0/16"), NodeIdentity("node-1", True)
-    )
-    return desired.state, desired.options
+    return translate_snapshot(store.snapshot(), NodeIdentity("node-1", True)).state
 
 
-def measure(label: str, backend: str, state: ProxyState, opts: RenderOptions) -> None:
+def measure(label: str, backend: str, state: ProxyState) -> None:
     ns = f"pkp-bench-{secrets.token_hex(3)}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
         kernel = KernelIptables(IptablesBinaries(backend, ("ip", "netns", "exec", ns)))
-        syncer = IptablesSyncer(kernel, chunk_rules=chunk_rules(backend))
+        syncer = IptablesBackend(CONFIG, kernel)
         started = time.perf_counter()
-        ruleset = render_ruleset(state, opts)
+        ruleset = syncer.render(state)
         render = time.perf_counter() - started
         started = time.perf_counter()
-        first = syncer.sync(state, opts)
+        first = syncer.sync(state)
         full = time.perf_counter() - started
         started = time.perf_counter()
-        second = syncer.sync(state, opts)
+        second = syncer.sync(state)
         noop = time.perf_counter() - started
         assert first.wrote and not second.wrote
         print(
@@ -83,9 +79,9 @@ def main() -> None:
     parser.add_argument("--backends", nargs="*", default=["legacy", "nft"])
     args = parser.parse_args()
     for backend in args.backends:
-        measure("examples", backend, *examples())
+        measure("examples", backend, examples())
         for n in args.services:
-            measure(f"{n} svc x {args.endpoints} ep", backend, *generated(n, args.endpoints))
+            measure(f"{n} svc x {args.endpoints} ep", backend, generated(n, args.endpoints))
 
 
 if __name__ == "__main__":

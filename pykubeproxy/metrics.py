@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from prometheus_client import (
     CollectorRegistry,
@@ -17,8 +17,6 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from pykubeproxy.backends.iptables.chains import BUILTIN_CHAINS
-from pykubeproxy.backends.iptables.ruleset import Ruleset
 from pykubeproxy.model import ProxyState
 from pykubeproxy.translate import categorize_endpoints
 
@@ -208,12 +206,11 @@ class ProxyMetrics:
             if when is not None and when.timestamp() > self.started:
                 self.network_programming.labels(family).observe(max(now - when.timestamp(), 0))
 
-    def rules(self, *, desired: Ruleset, written: dict[str, int]) -> None:
-        """Rule counts: owned rules per table (as iptables-save shows them), written last sync."""
-        for table in desired:
-            owned = sum(len(c.rules) for c in table.chains if c.name not in BUILTIN_CHAINS)
-            self.rules_total.labels(table.name).set(owned)
-            self.rules_last.labels(table.name).set(written.get(table.name, 0))
+    def rules(self, *, owned: Mapping[str, int], written: Mapping[str, int]) -> None:
+        """Rule counts per table: owned (as iptables-save shows them), written last sync."""
+        for table, count in owned.items():
+            self.rules_total.labels(table).set(count)
+            self.rules_last.labels(table).set(written.get(table, 0))
 
     def traffic_policies(self, state: ProxyState) -> None:
         """Services whose Local traffic policy has no local endpoint to go to (kube-proxy's)."""
@@ -230,7 +227,7 @@ class ProxyMetrics:
 def standard_registry() -> CollectorRegistry:
     """A registry with the process, platform and Python GC collectors, as a Go binary exports."""
     # Go's client (kube-proxy's) has no *_created series; dashboards and alerts do not expect them.
-    disable_created_metrics()
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)

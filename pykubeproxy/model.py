@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+FAMILY = 4  # the IP family this release programs (IPv4 only)
+
 
 class Protocol(StrEnum):
     TCP = "TCP"
@@ -19,6 +21,17 @@ class TrafficPolicy(StrEnum):
 
 
 @dataclass(frozen=True, slots=True, order=True)
+class ServiceName:
+    """One Service: what changes are tracked by (all its ports change together)."""
+
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True, order=True)
 class ServicePortName:
     """One port of one Service: kube-proxy's key for everything it programs."""
 
@@ -26,6 +39,10 @@ class ServicePortName:
     name: str
     port: str  # the port's name; "" when the Service has a single unnamed port
     protocol: Protocol
+
+    @property
+    def service(self) -> ServiceName:
+        return ServiceName(self.namespace, self.name)
 
     def __str__(self) -> str:
         suffix = f":{self.port}" if self.port else ""

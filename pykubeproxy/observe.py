@@ -1,4 +1,4 @@
-"""Wires metrics, health and /rules to the store and the proxy: what each sync and change tells."""
+"""What each store change and sync attempt tells the metrics, the health checks and /rules."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import datetime as dt
 import re
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-from pykubeproxy.daemon import Proxy, SyncReport
 from pykubeproxy.health import ProxyHealth, node_eligible
 from pykubeproxy.metrics import ProxyMetrics
+from pykubeproxy.proxy import SyncReport
 from pykubeproxy.servers import LastSync, RulesView
 from pykubeproxy.store import Store
 
@@ -27,70 +27,76 @@ def _rfc3339(timestamp: float) -> str:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def _written_per_table(payloads: tuple[str, ...]) -> dict[str, int]:
-    written: Counter[str] = Counter()
-    for payload in payloads:
-        table = ""
-        for line in payload.splitlines():
-            if line.startswith("*"):
-                table = line[1:]
-            elif line.startswith(("-A ", "-I ")):
-                written[table] += 1
-    return dict(written)
+def _node_object(report: SyncReport) -> Mapping[str, object] | None:
+    for obj in report.snapshot.nodes:
+        meta = obj.get("metadata")
+        if isinstance(meta, dict) and meta.get("name") == report.state.node.name:
+            return obj
+    return None
 
 
-def observe(
-    proxy: Proxy,
-    store: Store,
-    *,
-    metrics: ProxyMetrics,
-    health: ProxyHealth,
-    rules: RulesView,
-    clock: Callable[[], float] = time.time,
-) -> None:
-    def changed() -> None:
-        health.queued()
-        metrics.queued(clock())
-        metrics.pending(services=store.pending("Service"), endpoints=store.pending("EndpointSlice"))
+class Observer:
+    """Feeds metrics, health and /rules. The store calls `changed`, the proxy `synced`."""
 
-    def synced(report: SyncReport) -> None:
-        now = clock()
-        metrics.pending(services=store.pending("Service"), endpoints=store.pending("EndpointSlice"))
-        if report.failed_restores:
-            metrics.restore_failures.inc(report.failed_restores)
+    def __init__(
+        self,
+        store: Store,
+        *,
+        metrics: ProxyMetrics,
+        health: ProxyHealth,
+        rules: RulesView,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.health = health
+        self.rules = rules
+        self.clock = clock
+
+    def changed(self) -> None:
+        self.health.queued()
+        self.metrics.queued(self.clock())
+        self._pending()
+
+    def _pending(self) -> None:
+        self.metrics.pending(
+            services=self.store.pending("Service"), endpoints=self.store.pending("EndpointSlice")
+        )
+
+    def synced(self, report: SyncReport) -> None:
+        now = self.clock()
+        self._pending()
+        if report.failed_writes:
+            self.metrics.restore_failures.inc(report.failed_writes)
             if not report.attempted_full:
-                metrics.partial_restore_failures.inc()
-        ruleset = report.desired.ruleset() if report.result is None else report.result.ruleset
-        if report.result is None:
-            # The snapshot took these changes out of the store: count them now or never.
-            metrics.service_changes.inc(report.snapshot.service_changes)
-            metrics.endpoint_changes.inc(report.snapshot.endpoint_changes)
-            rules.record(LastSync(ruleset, _rfc3339(now), False, report.error))
+                self.metrics.partial_restore_failures.inc()
+        if report.outcome is None:
+            self._failed(report, now)
             return
-        snapshot, state = report.snapshot, report.desired.state
-        metrics.synced(
+        outcome, snapshot, state = report.outcome, report.snapshot, report.state
+        self.metrics.synced(
             seconds=report.seconds,
-            full=report.full,
+            full=outcome.full,
             now=now,
             service_changes=snapshot.service_changes,
             endpoint_changes=snapshot.endpoint_changes,
             trigger_times=snapshot.trigger_times,
         )
-        metrics.rules(desired=ruleset, written=_written_per_table(report.result.plan.payloads))
-        metrics.traffic_policies(state)
-        metrics.rejected.inc(len(report.result.rejected))
-        if not report.result.wrote:
-            metrics.noop_syncs.inc()
+        self.metrics.rules(owned=outcome.desired.rule_counts(), written=outcome.rules_written)
+        self.metrics.traffic_policies(state)
+        self.metrics.rejected.inc(len(outcome.rejected))
+        if not outcome.wrote:
+            self.metrics.noop_syncs.inc()
         skipped = Counter((s.kind, reason_class(s.reason)) for s in state.skipped if s.invalid)
-        metrics.skipped.clear()
+        self.metrics.skipped.clear()
         for (kind, reason), count in skipped.items():
-            metrics.skipped.labels(kind, reason).set(count)
-        node = next(
-            (n for n in snapshot.nodes if (n.get("metadata") or {}).get("name") == state.node.name),  # type: ignore[union-attr]
-            None,
-        )
-        health.updated(node_eligible=node_eligible(node))
-        rules.record(LastSync(ruleset, _rfc3339(now), True, ""))
+            self.metrics.skipped.labels(kind, reason).set(count)
+        self.health.updated(node_eligible=node_eligible(_node_object(report)))
+        self.rules.record(LastSync(outcome.desired, _rfc3339(now), True, ""))
 
-    store.on_change(changed)
-    proxy.observers.append(synced)
+    def _failed(self, report: SyncReport, now: float) -> None:
+        # The snapshot took these changes out of the store: count them now or never.
+        self.metrics.service_changes.inc(report.snapshot.service_changes)
+        self.metrics.endpoint_changes.inc(report.snapshot.endpoint_changes)
+        if report.desired is not None:
+            self.rules.record(LastSync(report.desired, _rfc3339(now), False, report.error))

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from pykubeproxy.backends.iptables.ruleset import Ruleset, format_restore, ruleset_to_json
+from pykubeproxy.backends import Programmed
 from pykubeproxy.health import ProxyHealth
 from pykubeproxy.log import get_logger
 from pykubeproxy.metrics import ProxyMetrics
@@ -24,7 +24,7 @@ log = get_logger("pykubeproxy.servers")
 class LastSync:
     """What the last sync programmed, and how it went."""
 
-    ruleset: Ruleset
+    desired: Programmed
     finished: str  # RFC 3339
     ok: bool
     message: str
@@ -51,7 +51,7 @@ class RulesView:
         if last is None:
             return "# no sync has run yet\n"
         outcome = "ok" if last.ok else f"failed: {last.message}"
-        return f"# last sync {last.finished}: {outcome}\n" + format_restore(last.ruleset)
+        return f"# last sync {last.finished}: {outcome}\n" + last.desired.text()
 
     def json(self) -> str:
         last = self.last
@@ -59,7 +59,7 @@ class RulesView:
             return json.dumps({"lastSync": None})
         body = {
             "lastSync": {"finished": last.finished, "ok": last.ok, "message": last.message},
-            **ruleset_to_json(last.ruleset),
+            **last.desired.to_json(),
         }
         return json.dumps(body, indent=2)
 

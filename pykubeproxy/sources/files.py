@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from pykubeproxy.log import get_logger
 from pykubeproxy.model import Skipped
+from pykubeproxy.store import Store
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+FILE_POLL_INTERVAL = 1.0  # seconds between looks at the manifests' modification times
 KINDS = ("Service", "EndpointSlice", "Node")
 
 
@@ -103,3 +107,66 @@ def read_manifests(paths: Iterable[Path]) -> Manifests:
             for item in _flatten(doc):
                 _add(manifests, item, f"{path}#{number}")
     return manifests
+
+
+log = get_logger("pykubeproxy.sources.files")
+
+
+def load_files(store: Store, paths: Sequence[Path]) -> Manifests:
+    """Replace the store's contents with the manifests' (ManifestError if one is unreadable)."""
+    manifests = read_manifests(paths)
+    for kind, objects in manifests.objects.items():
+        store.replace(kind, objects)
+    return manifests
+
+
+def files_signature(paths: Sequence[Path]) -> tuple[tuple[str, int, int], ...]:
+    """What changes when a manifest is edited, added or removed."""
+    try:
+        files = manifest_files(paths)
+    except ManifestError:
+        return ()
+    signature = []
+    for path in files:
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        signature.append((str(path), stat.st_mtime_ns, stat.st_size))
+    return tuple(signature)
+
+
+class FileSource:
+    """Manifests on disk, re-read whenever a file's size or modification time changes."""
+
+    def __init__(self, store: Store, paths: Sequence[Path]) -> None:
+        self.store = store
+        self.paths = paths
+        self.synced = False
+        self._signature: tuple[tuple[str, int, int], ...] | None = None
+        self._next_look = 0.0
+
+    def start(self) -> None:
+        """Nothing to start: `poll` reads the files from the sync loop."""
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Nothing to stop."""
+
+    def poll(self) -> None:
+        now = time.monotonic()
+        if now < self._next_look:
+            return
+        self._next_look = now + FILE_POLL_INTERVAL
+        current = files_signature(self.paths)
+        if current == self._signature:
+            return
+        self._signature = current
+        try:
+            manifests = load_files(self.store, self.paths)
+        except ManifestError as exc:
+            # Keep programming what we had: an edit in progress must not wipe the node.
+            log.error("cannot read manifests; keeping the previous ones", error=str(exc))
+            return
+        for skipped in manifests.skipped:
+            log.warning("skipped document", document=skipped.name, reason=skipped.reason)
+        self.synced = True

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from pykubeproxy.log import get_logger
 from pykubeproxy.store import Store
@@ -265,11 +265,15 @@ def api_client(config_file: str, master: str) -> Any:
 
     configuration = k8s_client.Configuration()
     if config_file:
-        k8s_config.load_kube_config(config_file=config_file, client_configuration=configuration)
+        k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=config_file, client_configuration=configuration
+        )
     else:
         try:
             # In a Pod: the ServiceAccount's token and CA, even when --master names the server.
-            k8s_config.load_incluster_config(client_configuration=configuration)
+            k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration
+            )
         except k8s_config.ConfigException:
             if not master:
                 raise
@@ -288,16 +292,24 @@ def requesters(api: Any, node_name: str) -> dict[str, Requester]:
     core = k8s_client.CoreV1Api(api)
     discovery = k8s_client.DiscoveryV1Api(api)
 
+    # With _preload_content=False (the reflector passes it) the client returns the raw
+    # urllib3 response, not the model class its annotations name.
     def services(**query: Any) -> Response:
-        return core.list_service_for_all_namespaces(label_selector=PROXY_LABEL_SELECTOR, **query)  # type: ignore[no-any-return]
+        return cast(
+            Response,
+            core.list_service_for_all_namespaces(label_selector=PROXY_LABEL_SELECTOR, **query),
+        )
 
     def endpoint_slices(**query: Any) -> Response:
-        return discovery.list_endpoint_slice_for_all_namespaces(  # type: ignore[no-any-return]
-            label_selector=PROXY_LABEL_SELECTOR, **query
+        return cast(
+            Response,
+            discovery.list_endpoint_slice_for_all_namespaces(
+                label_selector=PROXY_LABEL_SELECTOR, **query
+            ),
         )
 
     def nodes(**query: Any) -> Response:
-        return core.list_node(field_selector=f"metadata.name={node_name}", **query)  # type: ignore[no-any-return]
+        return cast(Response, core.list_node(field_selector=f"metadata.name={node_name}", **query))
 
     return {"Service": services, "EndpointSlice": endpoint_slices, "Node": nodes}
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from pykubeproxy.cli import build_parser, load_config
 from pykubeproxy.config import Config, read_config_document
+from pykubeproxy.flags import build_parser, load_config
 
 from .rendering import Rendered, render
 

@@ -11,6 +11,7 @@ import pytest
 
 from pykubeproxy.backends.iptables.diff import normalize_rule, plan_restore
 from pykubeproxy.backends.iptables.kernel import (
+    Iptables,
     IptablesBinaries,
     IptablesError,
     KernelIptables,
@@ -23,6 +24,11 @@ from pykubeproxy.model import Endpoint, Node, Protocol, ProxyState, ServicePort,
 
 REPO = Path(__file__).resolve().parents[2]
 OPTIONS = RenderOptions(cluster_cidr="10.244.0.0/16", node_ips=("192.0.2.10",))
+
+
+def syncer_for(kernel: Iptables) -> IptablesSyncer:
+    """iptables mode's syncer over this kernel, rendering with OPTIONS."""
+    return IptablesSyncer(kernel, render=lambda state: render_ruleset(state, OPTIONS))
 
 
 def service(
@@ -75,15 +81,15 @@ def iptables(netns: str, backend: str, *args: str) -> None:
 
 
 def test_kernel_holds_exactly_the_rendered_rules_after_a_sync(kernel: KernelIptables) -> None:
-    IptablesSyncer(kernel).sync(BASE, OPTIONS)
+    syncer_for(kernel).sync(BASE)
 
     assert owned(kernel.save()) == owned(render_ruleset(BASE, OPTIONS))
 
 
 def test_a_second_sync_with_nothing_changed_writes_nothing(kernel: KernelIptables) -> None:
-    syncer = IptablesSyncer(kernel)
-    first = syncer.sync(BASE, OPTIONS)
-    second = syncer.sync(BASE, OPTIONS)
+    syncer = syncer_for(kernel)
+    first = syncer.sync(BASE)
+    second = syncer.sync(BASE)
 
     assert first.wrote and first.full
     assert not second.wrote and not second.full
@@ -92,15 +98,15 @@ def test_a_second_sync_with_nothing_changed_writes_nothing(kernel: KernelIptable
 def test_a_hand_deleted_rule_and_jump_are_repaired_by_the_next_partial_sync(
     kernel: KernelIptables, netns: str
 ) -> None:
-    syncer = IptablesSyncer(kernel)
-    syncer.sync(BASE, OPTIONS)
+    syncer = syncer_for(kernel)
+    syncer.sync(BASE)
     want = owned(kernel.save())
     svc_chain = next(name for (table, name) in want if name.startswith("KUBE-SVC-"))
     iptables(netns, kernel.backend, "-t", "nat", "-D", svc_chain, "1")
     iptables(netns, kernel.backend, "-t", "nat", "-D", "PREROUTING", "1")
     iptables(netns, kernel.backend, "-t", "filter", "-F", "KUBE-FORWARD")
 
-    repair = syncer.sync(BASE, OPTIONS)
+    repair = syncer.sync(BASE)
 
     assert not repair.full
     assert repair.plan.chains_written == 2
@@ -109,30 +115,30 @@ def test_a_hand_deleted_rule_and_jump_are_repaired_by_the_next_partial_sync(
 
 
 def test_a_duplicated_jump_is_removed(kernel: KernelIptables, netns: str) -> None:
-    syncer = IptablesSyncer(kernel)
-    syncer.sync(BASE, OPTIONS)
+    syncer = syncer_for(kernel)
+    syncer.sync(BASE)
     want = owned(kernel.save())
     jump = ["-m", "comment", "--comment", "kubernetes service portals", "-j", "KUBE-SERVICES"]
     iptables(netns, kernel.backend, "-t", "nat", "-A", "OUTPUT", *jump)
 
-    syncer.sync(BASE, OPTIONS)
+    syncer.sync(BASE)
 
     assert owned(kernel.save()) == want
 
 
 def test_a_removed_service_leaves_no_chain_behind(kernel: KernelIptables) -> None:
-    syncer = IptablesSyncer(kernel)
-    syncer.sync(BASE, OPTIONS)
+    syncer = syncer_for(kernel)
+    syncer.sync(BASE)
     smaller = replace(BASE, services=tuple(p for p in BASE.services if p.name.name != "api"))
 
-    result = syncer.sync(smaller, OPTIONS)
+    result = syncer.sync(smaller)
 
     assert result.plan.chains_deleted == 4  # KUBE-SVC and three KUBE-SEP
     assert owned(kernel.save()) == owned(render_ruleset(smaller, OPTIONS))
 
 
 def test_a_refused_restore_leaves_the_table_exactly_as_it_was(kernel: KernelIptables) -> None:
-    IptablesSyncer(kernel).sync(BASE, OPTIONS)
+    syncer_for(kernel).sync(BASE)
     before = owned(kernel.save())
     # A valid flush of two chains, then a bad line: nothing of the transaction may land.
     payload = (
@@ -169,8 +175,8 @@ class RejectingKernel:
 def test_a_service_the_kernel_refuses_is_skipped_and_the_others_are_programmed(
     kernel: KernelIptables,
 ) -> None:
-    syncer = IptablesSyncer(kernel)
-    syncer.sync(BASE, OPTIONS)
+    syncer = syncer_for(kernel)
+    syncer.sync(BASE)
     with_bad = cluster(
         service("web", "10.96.0.20", node_port=30080),
         service("api", "10.96.0.30", endpoints=3),
@@ -179,7 +185,7 @@ def test_a_service_the_kernel_refuses_is_skipped_and_the_others_are_programmed(
     )
     syncer.kernel = RejectingKernel(kernel, "10.96.0.66")
 
-    result = syncer.sync(with_bad, OPTIONS)
+    result = syncer.sync(with_bad)
 
     assert [s.name for s in result.rejected] == ["bad"]
     without_bad = replace(
@@ -208,7 +214,7 @@ def test_takeover_replaces_kube_proxy_rules_and_removes_its_stale_chains(
     )
     kernel.restore(kube_proxy_rules)
 
-    result = IptablesSyncer(kernel).sync(BASE, OPTIONS)
+    result = syncer_for(kernel).sync(BASE)
 
     assert result.plan.chains_deleted == 3
     assert owned(kernel.save()) == owned(render_ruleset(BASE, OPTIONS))

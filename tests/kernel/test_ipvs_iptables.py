@@ -20,9 +20,8 @@ from pykubeproxy.backends.ipvs.plan import (
     render_ipvs_ruleset,
     render_ipvs_state,
 )
-from pykubeproxy.config import Config
-from pykubeproxy.daemon import load_files
-from pykubeproxy.pipeline import NodeIdentity, desired_state
+from pykubeproxy.pipeline import NodeIdentity, translate_snapshot
+from pykubeproxy.sources.files import load_files
 from pykubeproxy.store import Store
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,8 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 def examples():  # type: ignore[no-untyped-def]
     store = Store()
     load_files(store, [REPO / "examples"])
-    config = Config(cluster_cidr="10.244.0.0/16")
-    return desired_state(store.snapshot(), config, NodeIdentity("node-1", True)).state
+    return translate_snapshot(store.snapshot(), NodeIdentity("node-1", True)).state
 
 
 def chains(ruleset: Ruleset) -> dict[tuple[str, str], list[str]]:
@@ -67,9 +65,9 @@ def test_ipvs_rules_over_kube_proxys_ipsets_are_taken_by_the_kernel_exactly(
     plan = plan_ipvs(state, opts)
     load_sets(netns, format_ipsets(plan.ipsets))
 
-    syncer = IptablesSyncer(kernel, render=render_ipvs_state)
-    first = syncer.sync(state, opts)
-    second = syncer.sync(state, opts)
+    syncer = IptablesSyncer(kernel, render=lambda s: render_ipvs_state(s, opts))
+    first = syncer.sync(state)
+    second = syncer.sync(state)
 
     assert first.wrote and not second.wrote
     assert chains(kernel.save()) == chains(render_ipvs_ruleset(plan, opts))
@@ -90,9 +88,9 @@ def test_switching_between_iptables_and_ipvs_modes_leaves_no_chain_of_the_other(
     iptables_opts = RenderOptions(cluster_cidr="10.244.0.0/16", node_ips=state.node.ips)
     load_sets(netns, format_ipsets(plan_ipvs(state, ipvs_opts).ipsets))
 
-    IptablesSyncer(kernel).sync(state, iptables_opts)
-    IptablesSyncer(kernel, render=render_ipvs_state).sync(state, ipvs_opts)
+    IptablesSyncer(kernel, render=lambda s: render_ruleset(s, iptables_opts)).sync(state)
+    IptablesSyncer(kernel, render=lambda s: render_ipvs_state(s, ipvs_opts)).sync(state)
     assert chains(kernel.save()) == chains(render_ipvs_state(state, ipvs_opts))
 
-    IptablesSyncer(kernel).sync(state, iptables_opts)
+    IptablesSyncer(kernel, render=lambda s: render_ruleset(s, iptables_opts)).sync(state)
     assert chains(kernel.save()) == chains(render_ruleset(state, iptables_opts))

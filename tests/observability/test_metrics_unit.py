@@ -1,6 +1,6 @@
 """Metrics, health and /rules as a real Proxy drives them, over a fake kernel that keeps state.
 
-Each test builds a private registry and wires it with `observe`, as the daemon does, then
+Each test builds a private registry and wires it with an `Observer`, as the daemon does, then
 changes the store and syncs, and reads the values back with `get_sample_value`.
 """
 
@@ -14,19 +14,19 @@ from dataclasses import dataclass, field
 import pytest
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
+from support.fakes import FakeIptables
 
-from pykubeproxy.backends.iptables.ruleset import format_restore
-from pykubeproxy.backends.iptables.sync import IptablesSyncer, SyncError, SyncResult
+from pykubeproxy.backends import SyncError, SyncOutcome
+from pykubeproxy.backends.iptables.backend import IptablesBackend
+from pykubeproxy.backends.iptables.ruleset import Ruleset, format_restore
 from pykubeproxy.config import Config
-from pykubeproxy.daemon import Proxy
 from pykubeproxy.health import ProxyHealth
 from pykubeproxy.metrics import ProxyMetrics
-from pykubeproxy.observe import observe
+from pykubeproxy.observe import Observer
 from pykubeproxy.pipeline import NodeIdentity
+from pykubeproxy.proxy import Proxy
 from pykubeproxy.servers import RulesView, health_routes
 from pykubeproxy.store import Store
-
-from .fakekernel import FakeKernel
 
 STARTED = 1_800_000_000.0  # when the proxy under test started (seconds since the epoch)
 TRIGGER = "endpoints.kubernetes.io/last-change-trigger-time"
@@ -97,12 +97,12 @@ class Clock:
 
 @dataclass
 class Observed:
-    """A proxy over a fake kernel, wired to private metrics, health and /rules by `observe`."""
+    """A proxy over a fake kernel, wired to private metrics, health and /rules by an Observer."""
 
     config: Config = field(default_factory=Config)
     clock: Clock = field(default_factory=lambda: Clock(STARTED + 1))
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-    kernel: FakeKernel = field(default_factory=FakeKernel)
+    kernel: FakeIptables = field(default_factory=FakeIptables)
     store: Store = field(default_factory=Store)
     rules: RulesView = field(default_factory=RulesView)
 
@@ -110,18 +110,14 @@ class Observed:
         self.metrics = ProxyMetrics(self.registry, started=STARTED)
         self.health = ProxyHealth(timeout=2 * self.config.sync_period, clock=self.clock)
         self.proxy = Proxy(
-            config=self.config,
+            backend=IptablesBackend(self.config, self.kernel),
             identity=NodeIdentity("node-1", True),
-            syncer=IptablesSyncer(self.kernel),
         )
-        observe(
-            self.proxy,
-            self.store,
-            metrics=self.metrics,
-            health=self.health,
-            rules=self.rules,
-            clock=self.clock,
+        observer = Observer(
+            self.store, metrics=self.metrics, health=self.health, rules=self.rules, clock=self.clock
         )
+        self.store.on_change(observer.changed)
+        self.proxy.observer = observer
         self.routes = health_routes(self.health, self.metrics)
 
     def cluster(self, *objects: Obj) -> None:
@@ -129,7 +125,7 @@ class Observed:
         for kind in ("Service", "EndpointSlice", "Node"):
             self.store.replace(kind, [o for o in objects if kind_of(o) == kind])
 
-    def sync(self, *, full: bool = False) -> SyncResult:
+    def sync(self, *, full: bool = False) -> SyncOutcome:
         return self.proxy.sync(self.store, full=full)
 
     def value(self, name: str, **labels: str) -> float:
@@ -293,7 +289,8 @@ def test_rule_gauges_count_the_rules_of_kube_chains_in_each_table(observed: Obse
     result = observed.sync()
 
     for table in ("filter", "nat"):
-        rendered = result.ruleset.table(table)
+        assert isinstance(result.desired, Ruleset)
+        rendered = result.desired.table(table)
         kube = sum(len(c.rules) for c in rendered.chains if c.name.startswith("KUBE-"))
         assert kube > 0
         assert observed.value(f"{SYNC}_iptables_total", table=table) == kube
@@ -518,7 +515,8 @@ def test_rules_view_shows_the_ruleset_of_the_last_sync_and_its_outcome(
     result = observed.sync()
 
     finished = rfc3339(observed.clock.now)
-    assert observed.rules.text() == f"# last sync {finished}: ok\n" + format_restore(result.ruleset)
+    assert isinstance(result.desired, Ruleset)
+    assert observed.rules.text() == f"# last sync {finished}: ok\n" + format_restore(result.desired)
     body = json.loads(observed.rules.json())
     assert body["lastSync"] == {"finished": finished, "ok": True, "message": ""}
     assert set(body["tables"]) == {"filter", "nat"}

@@ -6,16 +6,20 @@ import itertools
 import shlex
 import subprocess
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from pykubeproxy.backends.iptables.backend import render_options
 from pykubeproxy.backends.iptables.chains import BUILTIN_CHAINS
+from pykubeproxy.backends.iptables.render import render_ruleset
 from pykubeproxy.backends.iptables.ruleset import Ruleset, Table
-from pykubeproxy.config import CONFIG_KIND, build_config, read_config_document
-from pykubeproxy.pipeline import Desired, NodeIdentity, desired_state
-from pykubeproxy.sources.files import read_manifests
+from pykubeproxy.config import CONFIG_KIND, Config, build_config, read_config_document
+from pykubeproxy.model import ProxyState
+from pykubeproxy.pipeline import NodeIdentity, translate_snapshot
+from pykubeproxy.sources.files import load_files
 from pykubeproxy.store import Store
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,17 +45,26 @@ def config_settings(path: Path) -> dict[str, Any]:
     return values
 
 
-def render_manifests(paths: Iterable[Path], settings: dict[str, Any]) -> Desired:
-    """Files → store → snapshot → desired ruleset, as `--dry-run --from-file` does."""
-    manifests = read_manifests(list(paths))
+@dataclass(frozen=True)
+class Rendered:
+    """A translated state and the config it is rendered with (iptables mode)."""
+
+    state: ProxyState
+    config: Config
+
+    def ruleset(self) -> Ruleset:
+        return render_ruleset(self.state, render_options(self.config, self.state.node))
+
+
+def render_manifests(paths: Iterable[Path], settings: dict[str, Any]) -> Rendered:
+    """Files → store → snapshot → state for the node, as `--dry-run --from-file` does."""
     store = Store()
-    for kind, objects in manifests.objects.items():
-        store.replace(kind, objects)
+    load_files(store, list(paths))
     identity = NodeIdentity(NODE_NAME, explicit=True)
-    return desired_state(store.snapshot(), build_config(settings), identity)
+    return Rendered(translate_snapshot(store.snapshot(), identity).state, build_config(settings))
 
 
-def render_golden_case(case: str) -> Desired:
+def render_golden_case(case: str) -> Rendered:
     """The desired state of tests/golden/<case>/input.yaml (plus its extra manifests)."""
     input_file = GOLDEN / case / "input.yaml"
     paths = [*EXTRA_MANIFESTS.get(case, ()), input_file]

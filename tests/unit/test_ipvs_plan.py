@@ -16,8 +16,6 @@ from pykubeproxy.backends.ipvs.plan import (
     plan_ipvs,
     render_ipvs_ruleset,
 )
-from pykubeproxy.config import Config
-from pykubeproxy.daemon import load_files
 from pykubeproxy.model import (
     Endpoint,
     Node,
@@ -27,7 +25,8 @@ from pykubeproxy.model import (
     ServicePortName,
     TrafficPolicy,
 )
-from pykubeproxy.pipeline import NodeIdentity, desired_state
+from pykubeproxy.pipeline import NodeIdentity, translate_snapshot
+from pykubeproxy.sources.files import load_files
 from pykubeproxy.store import Store
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,8 +62,7 @@ def sets(plan):  # type: ignore[no-untyped-def]
 def test_the_examples_plan_matches_the_reviewed_golden() -> None:
     store = Store()
     load_files(store, [REPO / "examples"])
-    config = Config(cluster_cidr="10.244.0.0/16", mode="ipvs")
-    desired = desired_state(store.snapshot(), config, NodeIdentity("node-1", True))
+    desired = translate_snapshot(store.snapshot(), NodeIdentity("node-1", True))
     opts = IpvsOptions(cluster_cidr="10.244.0.0/16", node_ips=desired.state.node.ips)
     plan = plan_ipvs(desired.state, opts)
     text = (

@@ -5,34 +5,47 @@ from __future__ import annotations
 import threading
 import time
 
-from observability.fakekernel import FakeKernel
+from support.fakes import FakeIptables
 
-from pykubeproxy.backends.iptables.render import RenderOptions
-from pykubeproxy.backends.iptables.sync import IptablesSyncer, SyncResult
+from pykubeproxy.backends import SyncOutcome
+from pykubeproxy.backends.iptables.backend import IptablesBackend
 from pykubeproxy.config import Config
-from pykubeproxy.daemon import Proxy, run_sync_loop
-from pykubeproxy.model import ProxyState
+from pykubeproxy.loop import run_sync_loop
+from pykubeproxy.model import ProxyState, ServiceName
 from pykubeproxy.pipeline import NodeIdentity
+from pykubeproxy.proxy import Proxy
 from pykubeproxy.store import Store
 
 
-class RecordingSyncer(IptablesSyncer):
-    """The real syncer over a fake kernel, remembering the Services of every sync."""
+class RecordingBackend(IptablesBackend):
+    """The real backend over a fake kernel, remembering the Services of every sync."""
 
     def __init__(self) -> None:
-        super().__init__(FakeKernel())
+        super().__init__(Config(min_sync_period=0.0), FakeIptables())
         self.synced: list[list[str]] = []
 
-    def sync(self, state: ProxyState, opts: RenderOptions, *, full: bool = False) -> SyncResult:
+    def sync(
+        self,
+        state: ProxyState,
+        *,
+        full: bool = False,
+        changed: frozenset[ServiceName] | None = None,
+    ) -> SyncOutcome:
         self.synced.append([str(p.name) for p in state.services])
-        return super().sync(state, opts, full=full)
+        return super().sync(state, full=full, changed=changed)
 
 
 class ManualSource:
     def __init__(self) -> None:
         self.synced = False
 
+    def start(self) -> None:
+        pass
+
     def poll(self) -> None:
+        pass
+
+    def stop(self, timeout: float = 2.0) -> None:
         pass
 
 
@@ -53,12 +66,8 @@ def wait_until(condition, seconds: float = 5.0) -> bool:  # type: ignore[no-unty
 
 
 def test_no_sync_before_the_source_is_synced_then_changes_are_followed() -> None:
-    store, source, syncer = Store(), ManualSource(), RecordingSyncer()
-    proxy = Proxy(
-        config=Config(min_sync_period=0.0),
-        identity=NodeIdentity("node-1", True),
-        syncer=syncer,
-    )
+    store, source, syncer = Store(), ManualSource(), RecordingBackend()
+    proxy = Proxy(backend=syncer, identity=NodeIdentity("node-1", True))
     stop = threading.Event()
     loop = threading.Thread(
         target=run_sync_loop, args=(proxy, store, source), kwargs={"stop": stop}
@@ -80,22 +89,26 @@ def test_no_sync_before_the_source_is_synced_then_changes_are_followed() -> None
     assert not loop.is_alive()
 
 
-class CrashingOnceSyncer(RecordingSyncer):
+class CrashingOnceBackend(RecordingBackend):
     """Fails its first sync with an unexpected error, as a bug would."""
 
-    def sync(self, state: ProxyState, opts: RenderOptions, *, full: bool = False) -> SyncResult:
+    def sync(
+        self,
+        state: ProxyState,
+        *,
+        full: bool = False,
+        changed: frozenset[ServiceName] | None = None,
+    ) -> SyncOutcome:
         if not self.synced:
             self.synced.append(["crash"])
             raise RuntimeError("a bug")
-        return super().sync(state, opts, full=full)
+        return super().sync(state, full=full, changed=changed)
 
 
 def test_an_unexpected_error_in_a_sync_is_retried_instead_of_stopping_the_proxy() -> None:
-    store, source, syncer = Store(), ManualSource(), CrashingOnceSyncer()
+    store, source, syncer = Store(), ManualSource(), CrashingOnceBackend()
     source.synced = True
-    proxy = Proxy(
-        config=Config(min_sync_period=0.0), identity=NodeIdentity("node-1", True), syncer=syncer
-    )
+    proxy = Proxy(backend=syncer, identity=NodeIdentity("node-1", True))
     store.upsert("Service", service("svc"))
     stop = threading.Event()
     loop = threading.Thread(

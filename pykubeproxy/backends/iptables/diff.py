@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 from graphlib import TopologicalSorter
 
 from pykubeproxy.backends.iptables import chains as c
-from pykubeproxy.backends.iptables.ruleset import Chain, Ruleset, Table, format_chain_rules
+from pykubeproxy.backends.iptables.ruleset import (
+    Chain,
+    Ruleset,
+    Table,
+    format_chain_rules,
+    jump_target,
+)
 
 # IPVS mode's own chains: stale (and removed) when the node runs in iptables mode, and back.
 IPVS_NAT_CHAINS = ("KUBE-NODE-PORT", "KUBE-LOAD-BALANCER")
@@ -110,7 +116,7 @@ class RestorePlan:
 @dataclass
 class _TableChanges:
     table: str
-    write: list[Chain]  # chains rewritten whole, each after the chains it jumps to
+    write: list[Chain]  # chains rewritten whole, in the desired order
     jumps: list[str]  # -I / -D lines keeping our jumps in the built-in chains
     stale: list[str]  # owned chains nothing should jump to any more
 
@@ -141,7 +147,7 @@ def _dependency_order(chains: list[Chain]) -> list[Chain]:
     by_name = {chain.name: chain for chain in chains}
     sorter: TopologicalSorter[str] = TopologicalSorter()
     for chain in chains:
-        targets = {_jump_target(rule) for rule in chain.rules}
+        targets = {jump_target(rule) for rule in chain.rules}
         sorter.add(chain.name, *(t for t in targets if t in by_name and t != chain.name))
     return [by_name[name] for name in sorter.static_order()]
 
@@ -157,7 +163,7 @@ def _table_changes(want: Table, have: Table | None, *, full: bool) -> _TableChan
         existing = current.get(chain.name)
         if full or existing is None or not same_rules(chain.rules, existing.rules):
             write.append(chain)
-    changes.write = _dependency_order(write)
+    changes.write = write
     wanted = {chain.name for chain in want.chains}
     changes.stale = [
         name for name in current if name not in wanted and is_owned_chain(want.name, name)
@@ -167,17 +173,21 @@ def _table_changes(want: Table, have: Table | None, *, full: bool) -> _TableChan
     for chain in current.values():
         if chain.builtin:
             changes.jumps.extend(
-                f"-D {chain.name} {rule}" for rule in chain.rules if _jump_target(rule) in stale
+                f"-D {chain.name} {rule}" for rule in chain.rules if jump_target(rule) in stale
             )
     return changes
 
 
 def _single_payload(changes: _TableChanges) -> TablePlan:
-    plan = TablePlan(changes.table)
+    """One transaction: chains in the desired order, our jumps from the built-in chains first.
+
+    Order within one transaction does not matter to the kernel; this one is the order
+    `format_restore` prints a whole ruleset in, so a write into an empty table reads the same.
+    """
+    plan = TablePlan(changes.table, rules=list(changes.jumps))
     for chain in changes.write:
         plan.declare.append(chain.name)
         plan.rules.extend(format_chain_rules(chain))
-    plan.rules.extend(changes.jumps)
     # Declaring flushes them, so no stale chain still jumps to another when they are deleted.
     plan.declare.extend(changes.stale)
     plan.delete.extend(changes.stale)
@@ -186,7 +196,7 @@ def _single_payload(changes: _TableChanges) -> TablePlan:
 
 def _chunked_payloads(changes: _TableChanges, chunk_rules: int) -> list[TablePlan]:
     plans = [TablePlan(changes.table)]
-    for chain in changes.write:
+    for chain in _dependency_order(changes.write):
         if plans[-1].rules and len(plans[-1].rules) + len(chain.rules) > chunk_rules:
             plans.append(TablePlan(changes.table))
         plans[-1].declare.append(chain.name)
@@ -237,19 +247,9 @@ def plan_cleanup(actual: Ruleset) -> str | None:
                 plan.rules.extend(
                     f"-D {chain.name} {rule}"
                     for rule in chain.rules
-                    if _jump_target(rule) in targets
+                    if jump_target(rule) in targets
                 )
         plan.declare.extend(owned)
         plan.delete.extend(owned)
         lines.extend(plan.lines())
     return "\n".join(lines) + "\n" if lines else None
-
-
-def _jump_target(rule: str) -> str | None:
-    words = rule.split()
-    for flag in ("-j", "-g"):
-        if flag in words:
-            index = words.index(flag)
-            if index + 1 < len(words):
-                return words[index + 1]
-    return None

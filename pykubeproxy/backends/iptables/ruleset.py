@@ -71,6 +71,31 @@ class Ruleset:
     def __iter__(self) -> Iterator[Table]:
         return iter(self.tables)
 
+    # As `Programmed` (backends/__init__.py): what /rules, --dry-run and the metrics show.
+
+    def text(self) -> str:
+        return format_restore(self)
+
+    def to_json(self) -> dict[str, Any]:
+        return ruleset_to_json(self)
+
+    def rule_counts(self) -> dict[str, int]:
+        """Rules in our own chains per table, as iptables-save lists them (jumps left out)."""
+        return {
+            table.name: sum(len(c.rules) for c in table.chains if not c.builtin) for table in self
+        }
+
+
+def jump_target(rule: str) -> str | None:
+    """The chain or target a rule jumps (-j) or goes (-g) to, if any."""
+    words = rule.split()
+    for flag in ("-j", "-g"):
+        if flag in words:
+            index = words.index(flag)
+            if index + 1 < len(words):
+                return words[index + 1]
+    return None
+
 
 def format_chain_rules(chain: Chain) -> Iterable[str]:
     """Restore lines for one chain's rules.

@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
+from pykubeproxy.backends import SyncError
 from pykubeproxy.backends.iptables.diff import RestorePlan, plan_restore
 from pykubeproxy.backends.iptables.kernel import Iptables, IptablesError
-from pykubeproxy.backends.iptables.render import render_ruleset
 from pykubeproxy.backends.iptables.ruleset import Ruleset, format_restore
 from pykubeproxy.log import get_logger
 from pykubeproxy.model import ProxyState, ServicePort, Skipped
@@ -27,12 +26,8 @@ def chunk_rules(backend: str) -> int | None:
 
 log = get_logger("pykubeproxy.iptables")
 
-# (state, options) → ruleset; the options are the renderer's own (RenderOptions, IpvsOptions).
-Renderer = Callable[[ProxyState, Any], Ruleset]
-
-
-class SyncError(Exception):
-    """A sync that left the kernel as it was. The next sync will be a full one."""
+# state → ruleset, with the node's options bound (iptables mode's or IPVS mode's rules).
+Renderer = Callable[[ProxyState], Ruleset]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +49,8 @@ class IptablesSyncer:
         self,
         kernel: Iptables,
         *,
+        render: Renderer,
         chunk_rules: int | None = None,
-        render: Renderer = render_ruleset,
     ) -> None:
         self.kernel = kernel
         # iptables mode renders per-Service chains; IPVS mode a few fixed rules over ipsets.
@@ -71,10 +66,10 @@ class IptablesSyncer:
         for payload in plan.payloads:
             self.kernel.restore(payload)
 
-    def sync(self, state: ProxyState, opts: Any, *, full: bool = False) -> SyncResult:
+    def sync(self, state: ProxyState, *, full: bool = False) -> SyncResult:
         full = full or self.needs_full
         self.needs_full = True
-        ruleset = self.render(state, opts)
+        ruleset = self.render(state)
         try:
             actual = self.kernel.save()
             plan = plan_restore(ruleset, actual, full=full, chunk_rules=self.chunk_rules)
@@ -87,18 +82,18 @@ class IptablesSyncer:
                 line=exc.line,
                 text=exc.text,
             )
-            return self._sync_without_rejected(state, opts, exc)
+            return self._sync_without_rejected(state, ruleset, exc)
         self.needs_full = False
         return SyncResult(full, plan, ruleset)
 
     def _sync_without_rejected(
-        self, state: ProxyState, opts: Any, error: IptablesError
+        self, state: ProxyState, desired: Ruleset, error: IptablesError
     ) -> SyncResult:
         """The kernel refused the payload: find the Services it refuses, apply all the others."""
-        rejected = self._rejected_ports(state, opts, error)
+        rejected = self._rejected_ports(state, error, desired)
         keep = tuple(p for p in state.services if p not in rejected)
         reduced = replace(state, services=keep)
-        ruleset = self.render(reduced, opts)
+        ruleset = self.render(reduced)
         try:
             plan = plan_restore(
                 ruleset, self.kernel.save(), full=True, chunk_rules=self.chunk_rules
@@ -106,7 +101,7 @@ class IptablesSyncer:
             self._write(plan)
         except IptablesError as exc:
             self.failed_restores += 1
-            raise SyncError(f"the kernel refused the ruleset: {exc}") from exc
+            raise SyncError(f"the kernel refused the ruleset: {exc}", desired=desired) from exc
         reason = f"rules rejected by the kernel ({error})"
         skipped = tuple(
             Skipped("Service", p.name.namespace, p.name.name, f"port {p.name}: {reason}", True)
@@ -115,8 +110,8 @@ class IptablesSyncer:
         # Rejected Services are retried by the next (full) sync: they may be fixed by then.
         return SyncResult(True, plan, ruleset, skipped)
 
-    def _accepts(self, state: ProxyState, opts: Any, ports: Sequence[ServicePort]) -> bool:
-        ruleset = self.render(replace(state, services=tuple(ports)), opts)
+    def _accepts(self, state: ProxyState, ports: Sequence[ServicePort]) -> bool:
+        ruleset = self.render(replace(state, services=tuple(ports)))
         try:
             self.kernel.restore(format_restore(ruleset), test=True)
         except IptablesError:
@@ -124,16 +119,19 @@ class IptablesSyncer:
         return True
 
     def _rejected_ports(
-        self, state: ProxyState, opts: Any, error: IptablesError
+        self, state: ProxyState, error: IptablesError, desired: Ruleset
     ) -> list[ServicePort]:
-        if not self._accepts(state, opts, ()):
-            raise SyncError(f"the kernel refuses even the rules shared by all Services: {error}")
-        return self._bisect(state, opts, list(state.services))
+        if not self._accepts(state, ()):
+            raise SyncError(
+                f"the kernel refuses even the rules shared by all Services: {error}",
+                desired=desired,
+            )
+        return self._bisect(state, list(state.services))
 
-    def _bisect(self, state: ProxyState, opts: Any, ports: list[ServicePort]) -> list[ServicePort]:
-        if not ports or self._accepts(state, opts, ports):
+    def _bisect(self, state: ProxyState, ports: list[ServicePort]) -> list[ServicePort]:
+        if not ports or self._accepts(state, ports):
             return []
         if len(ports) == 1:
             return ports
         middle = len(ports) // 2
-        return self._bisect(state, opts, ports[:middle]) + self._bisect(state, opts, ports[middle:])
+        return self._bisect(state, ports[:middle]) + self._bisect(state, ports[middle:])

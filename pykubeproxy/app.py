@@ -1,0 +1,203 @@
+"""Wiring: builds the backend, source, proxy and servers for what was asked, and runs it.
+
+Every way of running (the daemon, `--once`, `--dry-run`, `--cleanup`) goes through here; the
+proxy mode is never looked at: `backends.open_backend` picks it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pykubeproxy.backends import BackendError, SetupError, SyncError, cleanup_all, open_backend
+from pykubeproxy.config import Config
+from pykubeproxy.conntrack import Conntrack
+from pykubeproxy.health import ProxyHealth
+from pykubeproxy.log import get_logger
+from pykubeproxy.loop import run_sync_loop
+from pykubeproxy.metrics import ProxyMetrics, standard_registry
+from pykubeproxy.observe import Observer
+from pykubeproxy.pipeline import NodeIdentity
+from pykubeproxy.proxy import Proxy
+from pykubeproxy.servers import Listener, ListenError, RulesView, health_routes, metrics_routes
+from pykubeproxy.sources import Source
+from pykubeproxy.sources.files import FileSource, load_files
+from pykubeproxy.store import Store
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+log = get_logger("pykubeproxy")
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """What the command line asked for besides the Config."""
+
+    from_file: tuple[Path, ...] = ()
+    node_ips: tuple[str, ...] = ()
+    output: str = "text"
+
+
+def node_identity(config: Config, node_ips: tuple[str, ...] = ()) -> NodeIdentity:
+    """--hostname-override, else NODE_NAME, else the hostname (lowercased, as kubelet does)."""
+    if config.hostname_override:
+        return NodeIdentity(config.hostname_override.strip().lower(), True, node_ips)
+    if env_name := os.environ.get("NODE_NAME", "").strip():
+        return NodeIdentity(env_name.lower(), True, node_ips)
+    return NodeIdentity(socket.gethostname().lower(), False, node_ips)
+
+
+def _files_store(run: Run) -> Store:
+    store = Store()
+    manifests = load_files(store, run.from_file)
+    for skipped in manifests.skipped:
+        log.warning("skipped document", document=skipped.name, reason=skipped.reason)
+    return store
+
+
+def run_dry_run(config: Config, run: Run) -> int:
+    """Sync once against the mode's kernel kept in memory, then print what it now holds."""
+    if not run.from_file:
+        log.error("--dry-run needs --from-file (reading the API server comes in a later release)")
+        return EXIT_USAGE
+    store = Store()
+    manifests = load_files(store, run.from_file)
+    identity = node_identity(config, run.node_ips)
+    proxy = Proxy(backend=open_backend(config, dry_run=True), identity=identity)
+    snapshot, translated = proxy.translate(store)
+    log.info("rendering for " + translated.note)
+    skipped = (*manifests.skipped, *translated.state.skipped)
+    for each in skipped:
+        report = log.warning if each.invalid else log.info
+        report("skipped", object=f"{each.kind} {each.namespace}/{each.name}", reason=each.reason)
+    outcome = proxy.program(snapshot, translated.state, full=True)
+    if run.output == "json":
+        body = outcome.desired.to_json()
+        body["skipped"] = [str(s) for s in skipped]
+        sys.stdout.write(json.dumps(body, indent=2) + "\n")
+    else:
+        sys.stdout.write(outcome.desired.text())
+    return EXIT_OK
+
+
+def run_cleanup() -> int:
+    """Remove what every proxy mode (ours or kube-proxy's) left: rules, IPVS, sets, kube-ipvs0."""
+    try:
+        removed = cleanup_all()
+    except BackendError as exc:
+        log.error("cleanup failed", error=str(exc))
+        return EXIT_FAILURE
+    log.info("cleanup done", removed=removed)
+    return EXIT_OK
+
+
+def _open_proxy(config: Config, run: Run) -> Proxy:
+    backend = open_backend(config)
+    conntrack = Conntrack() if shutil.which("conntrack") else None
+    if conntrack is None:
+        log.warning("conntrack is not installed: stale UDP flows will not be cleared")
+    return Proxy(backend=backend, identity=node_identity(config, run.node_ips), conntrack=conntrack)
+
+
+def run_once(config: Config, run: Run) -> int:
+    """Sync the manifests into the kernel once."""
+    if not run.from_file:
+        log.error("--once needs --from-file")
+        return EXIT_USAGE
+    try:
+        proxy = _open_proxy(config, run)
+    except SetupError as exc:
+        log.error("cannot start", error=str(exc))
+        return EXIT_FAILURE
+    try:
+        proxy.sync(_files_store(run), full=True)
+    except SyncError as exc:
+        log.error("the kernel refused the rules", error=str(exc))
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _source(config: Config, run: Run, node_name: str, store: Store) -> Source:
+    if run.from_file:
+        return FileSource(store, run.from_file)
+    from pykubeproxy.sources.kube import KubeSource, RateLimiter, api_client, requesters
+
+    api = api_client(config.kubeconfig, config.master)
+    return KubeSource(
+        request_by_kind=requesters(api, node_name),
+        store=store,
+        limiter=RateLimiter(config.api_qps, config.api_burst),
+    )
+
+
+def _serve(config: Config, proxy: Proxy, store: Store) -> list[Listener]:
+    """Metrics, /rules, /healthz and /livez, fed by every change and sync; SIGUSR1 logs rules."""
+    registry = standard_registry()
+    metrics = ProxyMetrics(registry, started=time.time())
+    metrics.backend.info({"mode": proxy.backend.mode, "backend": proxy.backend.interface})
+    health = ProxyHealth(timeout=2 * proxy.backend.periods[1])
+    rules = RulesView()
+    observer = Observer(store, metrics=metrics, health=health, rules=rules)
+    store.on_change(observer.changed)
+    proxy.observer = observer
+    signal.signal(signal.SIGUSR1, lambda *_: log.info("rules", rules=rules.text()))
+    metrics_listener = Listener(
+        config.metrics_bind_address, metrics_routes(registry, rules), "metrics"
+    )
+    try:
+        health_listener = Listener(
+            config.healthz_bind_address, health_routes(health, metrics), "healthz"
+        )
+    except ListenError:
+        metrics_listener.server.server_close()
+        raise
+    return [metrics_listener.start(), health_listener.start()]
+
+
+def _until_signalled(proxy: Proxy, store: Store, source: Source) -> None:
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    run_sync_loop(proxy, store, source, stop=stop)
+
+
+def run_proxy(config: Config, run: Run) -> int:
+    """The daemon: sync until SIGTERM or SIGINT, then leave the rules in place."""
+    try:
+        proxy = _open_proxy(config, run)
+    except SetupError as exc:
+        log.error("cannot start", error=str(exc))
+        return EXIT_FAILURE
+    store = Store()
+    try:
+        source = _source(config, run, proxy.identity.name, store)
+    except Exception as exc:  # the client raises several kinds for a bad or missing config
+        log.error("cannot configure the Kubernetes API client", error=str(exc))
+        return EXIT_FAILURE
+    source.start()
+    try:
+        listeners = _serve(config, proxy, store)
+    except ListenError as exc:
+        log.error("cannot start", error=str(exc))
+        source.stop(timeout=2.0)
+        return EXIT_FAILURE
+    log.info("running", node=proxy.identity.name, source="files" if run.from_file else "api")
+    try:
+        _until_signalled(proxy, store, source)
+    finally:
+        source.stop(timeout=2.0)
+        for listener in listeners:
+            listener.stop()
+    # Rules stay in place: traffic keeps flowing while the proxy restarts, as with kube-proxy.
+    log.info("stopped; rules left in place")
+    return EXIT_OK

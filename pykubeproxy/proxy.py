@@ -1,0 +1,135 @@
+"""One node's proxy: a snapshot of the store → this node's state → the backend → observers."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from pykubeproxy.backends import Backend, Programmed, SyncError, SyncOutcome
+from pykubeproxy.conntrack import TRACKED, Conntrack, clear_stale_flows
+from pykubeproxy.log import get_logger
+from pykubeproxy.model import ProxyState
+from pykubeproxy.pipeline import NodeIdentity, Translated, translate_snapshot
+from pykubeproxy.store import Snapshot, Store
+
+log = get_logger("pykubeproxy.proxy")
+
+
+@dataclass(frozen=True, slots=True)
+class SyncReport:
+    """What observers (metrics, health, /rules) learn after every sync attempt."""
+
+    snapshot: Snapshot
+    state: ProxyState
+    attempted_full: bool  # whether the sync set out to be full
+    seconds: float
+    failed_writes: int  # writes the kernel refused during this sync
+    outcome: SyncOutcome | None  # None when the sync failed
+    desired: Programmed | None  # what it meant to program (None if it failed before knowing)
+    error: str = ""
+
+
+class SyncObserver(Protocol):
+    def synced(self, report: SyncReport) -> None: ...
+
+
+class Proxy:
+    """Turns snapshots of the store into the kernel state of one backend."""
+
+    def __init__(
+        self,
+        *,
+        backend: Backend,
+        identity: NodeIdentity,
+        conntrack: Conntrack | None = None,
+    ) -> None:
+        self.backend = backend
+        self.identity = identity
+        self.conntrack = conntrack
+        self.observer: SyncObserver | None = None
+        self._flows_checked_for: frozenset[object] | None = None
+        self._reported: set[str] = set()
+
+    def translate(self, store: Store) -> tuple[Snapshot, Translated]:
+        snapshot = store.snapshot()
+        return snapshot, translate_snapshot(snapshot, self.identity)
+
+    def sync(self, store: Store, *, full: bool) -> SyncOutcome:
+        """Program what the store holds now. Raises SyncError (the observer hears either way)."""
+        snapshot, translated = self.translate(store)
+        self._report_skipped([str(s) for s in translated.state.skipped if s.invalid])
+        return self.program(snapshot, translated.state, full=full)
+
+    def program(self, snapshot: Snapshot, state: ProxyState, *, full: bool) -> SyncOutcome:
+        """Sync the backend to `state` (translated from `snapshot`), log it, tell the observer."""
+        started = time.monotonic()
+        refused_before = self.backend.failed_writes
+        attempted_full = full or self.backend.needs_full
+        try:
+            outcome = self.backend.sync(state, full=full)
+        except SyncError as exc:
+            refused = self.backend.failed_writes - refused_before
+            seconds = time.monotonic() - started
+            self._notify(
+                SyncReport(
+                    snapshot, state, attempted_full, seconds, refused, None, exc.desired, str(exc)
+                )
+            )
+            raise
+        self._clear_stale_flows(state)
+        elapsed = time.monotonic() - started
+        self._log(state, outcome, elapsed)
+        refused = self.backend.failed_writes - refused_before
+        self._notify(
+            SyncReport(snapshot, state, attempted_full, elapsed, refused, outcome, outcome.desired)
+        )
+        return outcome
+
+    def _notify(self, report: SyncReport) -> None:
+        if self.observer is not None:
+            self.observer.synced(report)
+
+    def _log(self, state: ProxyState, outcome: SyncOutcome, seconds: float) -> None:
+        for skipped in outcome.rejected:
+            log.warning(
+                "service skipped",
+                service=f"{skipped.namespace}/{skipped.name}",
+                reason=skipped.reason,
+            )
+        log.info(
+            "synced" if outcome.wrote else "synced, nothing to change",
+            mode=self.backend.mode,
+            backend=self.backend.interface,
+            full=outcome.full,
+            services=len(state.services),
+            endpoints=sum(len(eps) for eps in state.endpoints.values()),
+            chains_written=outcome.chains_written,
+            chains_deleted=outcome.chains_deleted,
+            operations=len(outcome.operations),
+            rules=sum(outcome.desired.rule_counts().values()),
+            seconds=round(seconds, 4),
+        )
+        for operation in outcome.operations:
+            log.debug("kernel operation", operation=operation)
+
+    def _clear_stale_flows(self, state: ProxyState) -> None:
+        """After the rules are in: drop UDP/SCTP flows pinned to endpoints that left."""
+        if self.conntrack is None:
+            return
+        # Only when some UDP/SCTP Service's endpoints changed (or on the first sync).
+        seen = frozenset(
+            (port.name, state.endpoints_of(port.name))
+            for port in state.services
+            if port.name.protocol in TRACKED
+        )
+        if seen != self._flows_checked_for:
+            clear_stale_flows(self.conntrack, state)
+            self._flows_checked_for = seen
+
+    def _report_skipped(self, reasons: list[str]) -> None:
+        """Warn about each invalid object once, not at every sync."""
+        for reason in reasons:
+            if reason not in self._reported:
+                log.warning("skipped invalid object", detail=reason)
+        self._reported = set(reasons)
