@@ -90,13 +90,6 @@ class Config:
         return self
 
     @property
-    def periods(self) -> tuple[float, float]:
-        """(min sync period, sync period) of the proxy mode in use."""
-        if self.mode == "ipvs":
-            return self.ipvs_min_sync_period, self.ipvs_sync_period
-        return self.min_sync_period, self.sync_period
-
-    @property
     def cluster_cidrs(self) -> tuple[str, ...]:
         return tuple(part.strip() for part in self.cluster_cidr.split(",") if part.strip())
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from pykubeproxy.log import get_logger
 from pykubeproxy.model import Protocol, ProxyState
-from pykubeproxy.translate import categorize_endpoints
+from pykubeproxy.selection import categorize_endpoints
 
 log = get_logger("pykubeproxy.conntrack")
 TRACKED = (Protocol.UDP, Protocol.SCTP)  # TCP flows end; these only time out

@@ -18,7 +18,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from pykubeproxy.model import ProxyState
-from pykubeproxy.translate import categorize_endpoints
+from pykubeproxy.selection import categorize_endpoints
 
 SUBSYSTEM = "kubeproxy"
 # exponential buckets 0.001 x 2^k, k = 0..14, as kube-proxy's sync histograms

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from pykubeproxy.model import Endpoint, Node, Protocol, ServicePort, ServicePortName, TrafficPolicy
+from pykubeproxy.selection import categorize_endpoints
 from pykubeproxy.translate import (
     InvalidObject,
-    categorize_endpoints,
     merge_endpoints,
     translate_cluster,
     translate_endpoint_slice,

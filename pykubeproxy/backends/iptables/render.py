@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pykubeproxy.backends.iptables import chains as c
 from pykubeproxy.backends.iptables.ruleset import Chain, Ruleset, Table, quote, spec
 from pykubeproxy.model import Endpoint, ProxyState, ServicePort
-from pykubeproxy.translate import EndpointSelection, categorize_endpoints
+from pykubeproxy.selection import EndpointSelection, categorize_endpoints
 
 NODEPORTS_COMMENT = "kubernetes service nodeports; NOTE: this must be the last rule in this chain"
 

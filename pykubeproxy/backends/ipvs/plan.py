@@ -22,7 +22,7 @@ from pykubeproxy.backends.ipvs.model import (
     VirtualServer,
 )
 from pykubeproxy.model import Endpoint, ProxyState, ServicePort
-from pykubeproxy.translate import categorize_endpoints
+from pykubeproxy.selection import categorize_endpoints
 
 # kube-proxy's IPVS-mode chains (besides the ones both modes share).
 KUBE_NODE_PORT = "KUBE-NODE-PORT"

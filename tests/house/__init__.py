@@ -1,0 +1,1 @@
+"""The package's shape: module and function sizes, and which layer may import which."""
