@@ -13,7 +13,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from pykubeproxy.backends.iptables import chains as c
-from pykubeproxy.backends.iptables.ruleset import Chain, Ruleset, Table, quote, spec
+from pykubeproxy.backends.iptables import shared_rules
+from pykubeproxy.backends.iptables.ruleset import Chain, Ruleset, Table, spec
+from pykubeproxy.backends.iptables.shared_rules import comment as _comment
 from pykubeproxy.backends.ipvs.model import (
     DEFAULT_SCHEDULER,
     IPSet,
@@ -23,15 +25,6 @@ from pykubeproxy.backends.ipvs.model import (
 )
 from pykubeproxy.model import Endpoint, ProxyState, ServicePort
 from pykubeproxy.translate import categorize_endpoints
-
-# kube-proxy's IPVS-mode chains (besides the ones both modes share).
-KUBE_NODE_PORT = "KUBE-NODE-PORT"
-KUBE_LOAD_BALANCER = "KUBE-LOAD-BALANCER"
-KUBE_IPVS_FILTER = "KUBE-IPVS-FILTER"
-KUBE_SOURCE_RANGES_FIREWALL = "KUBE-SOURCE-RANGES-FIREWALL"
-IPVS_CHAINS = frozenset(
-    {KUBE_NODE_PORT, KUBE_LOAD_BALANCER, KUBE_IPVS_FILTER, KUBE_SOURCE_RANGES_FIREWALL}
-)
 
 # kube-proxy's ipsets: name → (type, comment).
 SET_SPECS: dict[str, tuple[str, str]] = {
@@ -235,10 +228,6 @@ def plan_ipvs(state: ProxyState, opts: IpvsOptions) -> IpvsPlan:
 # --- the iptables rules IPVS mode still needs --------------------------------------------------
 
 
-def _comment(text: str) -> str:
-    return f"-m comment --comment {quote(text)}"
-
-
 def _match_set(name: str, flags: str) -> str:
     return f"-m set --match-set {name} {flags}"
 
@@ -266,10 +255,10 @@ def _nat_rules(opts: IpvsOptions, plan: IpvsPlan) -> list[Chain]:
         )
     services += [
         f"{_comment(comment['KUBE-LOAD-BALANCER'])} {_match_set('KUBE-LOAD-BALANCER', 'dst,dst')}"
-        f" -j {KUBE_LOAD_BALANCER}",
+        f" -j {c.KUBE_LOAD_BALANCER}",
         f"{_comment(comment['KUBE-EXTERNAL-IP'])} {_match_set('KUBE-EXTERNAL-IP', 'dst,dst')}"
         f" -j {c.KUBE_MARK_MASQ}",
-        f"-m addrtype --dst-type LOCAL -j {KUBE_NODE_PORT}",
+        f"-m addrtype --dst-type LOCAL -j {c.KUBE_NODE_PORT}",
         f"{_match_set('KUBE-CLUSTER-IP', 'dst,dst')} -j ACCEPT",
         f"{_match_set('KUBE-LOAD-BALANCER', 'dst,dst')} -j ACCEPT",
     ]
@@ -292,13 +281,10 @@ def _nat_rules(opts: IpvsOptions, plan: IpvsPlan) -> list[Chain]:
             f"-p sctp {_comment(comment[every])} {_match_set(every, 'dst,dst')} "
             f"-j {c.KUBE_MARK_MASQ}",
         ]
-    mark = f"{opts.mark}/{opts.mark}"
     postrouting = [
         f"{_comment(comment['KUBE-LOOP-BACK'])} {_match_set('KUBE-LOOP-BACK', 'dst,dst,src')}"
         " -j MASQUERADE",
-        f"-m mark ! --mark {mark} -j RETURN",
-        f"-j MARK --set-xmark {opts.mark}/0x0",
-        f"{_comment('kubernetes service traffic requiring SNAT')} -j MASQUERADE --random-fully",
+        *shared_rules.postrouting_rules(opts.mark),
     ]
     return [
         Chain("PREROUTING", (f"{_comment('kubernetes service portals')} -j {c.KUBE_SERVICES}",)),
@@ -308,28 +294,21 @@ def _nat_rules(opts: IpvsOptions, plan: IpvsPlan) -> list[Chain]:
             (f"{_comment('kubernetes postrouting rules')} -j {c.KUBE_POSTROUTING}",),
         ),
         Chain(c.KUBE_SERVICES, tuple(services)),
-        Chain(KUBE_LOAD_BALANCER, tuple(load_balancer)),
-        Chain(KUBE_NODE_PORT, tuple(node_port)),
+        Chain(c.KUBE_LOAD_BALANCER, tuple(load_balancer)),
+        Chain(c.KUBE_NODE_PORT, tuple(node_port)),
         Chain(c.KUBE_POSTROUTING, tuple(postrouting)),
-        Chain(c.KUBE_MARK_MASQ, (f"-j MARK --set-xmark {mark}",)),
+        Chain(c.KUBE_MARK_MASQ, shared_rules.mark_masq_rules(opts.mark)),
     ]
 
 
 def _filter_rules(opts: IpvsOptions, plan: IpvsPlan) -> list[Chain]:
     comment = {s.name: s.comment for s in plan.ipsets}
-    mark = f"{opts.mark}/{opts.mark}"
-    forward = (
-        "-m conntrack --ctstate INVALID -j DROP",
-        f"{_comment('kubernetes forwarding rules')} -m mark --mark {mark} -j ACCEPT",
-        f"{_comment('kubernetes forwarding conntrack rule')} "
-        "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
-    )
     health = f"{_comment(comment['KUBE-HEALTH-CHECK-NODE-PORT'])} " + spec(
         _match_set("KUBE-HEALTH-CHECK-NODE-PORT", "dst"), "-j ACCEPT"
     )
     firewall = (
         f"{_comment(comment['KUBE-LOAD-BALANCER-FW'])} "
-        f"{_match_set('KUBE-LOAD-BALANCER-FW', 'dst,dst')} -j {KUBE_SOURCE_RANGES_FIREWALL}",
+        f"{_match_set('KUBE-LOAD-BALANCER-FW', 'dst,dst')} -j {c.KUBE_SOURCE_RANGES_FIREWALL}",
     )
     source_ranges = (
         f"{_match_set('KUBE-LOAD-BALANCER-SOURCE-CIDR', 'dst,dst,src')} -j RETURN",
@@ -357,8 +336,8 @@ def _filter_rules(opts: IpvsOptions, plan: IpvsPlan) -> list[Chain]:
             "INPUT",
             (
                 f"{jump} {_comment('kube-proxy firewall rules')} -j {c.KUBE_PROXY_FIREWALL}",
-                f"{_comment('kubernetes health check rules')} -j {KUBE_NODE_PORT}",
-                f"{_comment('kubernetes ipvs access filter')} -j {KUBE_IPVS_FILTER}",
+                f"{_comment('kubernetes health check rules')} -j {c.KUBE_NODE_PORT}",
+                f"{_comment('kubernetes ipvs access filter')} -j {c.KUBE_IPVS_FILTER}",
             ),
         ),
         Chain(
@@ -372,11 +351,11 @@ def _filter_rules(opts: IpvsOptions, plan: IpvsPlan) -> list[Chain]:
             "OUTPUT",
             (f"{jump} {_comment('kube-proxy firewall rules')} -j {c.KUBE_PROXY_FIREWALL}",),
         ),
-        Chain(c.KUBE_FORWARD, forward),
-        Chain(KUBE_NODE_PORT, (health,)),
+        Chain(c.KUBE_FORWARD, shared_rules.forward_rules(opts.mark)),
+        Chain(c.KUBE_NODE_PORT, (health,)),
         Chain(c.KUBE_PROXY_FIREWALL, firewall),
-        Chain(KUBE_SOURCE_RANGES_FIREWALL, source_ranges),
-        Chain(KUBE_IPVS_FILTER, ipvs_filter),
+        Chain(c.KUBE_SOURCE_RANGES_FIREWALL, source_ranges),
+        Chain(c.KUBE_IPVS_FILTER, ipvs_filter),
     ]
 
 
