@@ -26,21 +26,16 @@ from pykubeproxy.backends.iptables.kernel import (
 )
 from pykubeproxy.backends.iptables.ruleset import format_restore, ruleset_to_json
 from pykubeproxy.backends.iptables.sync import IptablesSyncer, SyncError, chunk_rules
-from pykubeproxy.backends.ipvs.kernel import (
-    IpvsError,
-    PyrouteIpvs,
-    check_kernel_modules,
-    destroy_stale_sets,
-    ensure_ipvs_sysctls,
-)
-from pykubeproxy.backends.ipvs.kernel import cleanup as ipvs_cleanup
+from pykubeproxy.backends.ipvs.apply import cleanup as ipvs_cleanup
+from pykubeproxy.backends.ipvs.apply import destroy_stale_sets
+from pykubeproxy.backends.ipvs.errors import IpvsError
+from pykubeproxy.backends.ipvs.ipsets import format_ipsets
+from pykubeproxy.backends.ipvs.ipvsadm import format_ipvs
+from pykubeproxy.backends.ipvs.kernel import PyrouteIpvs
 from pykubeproxy.backends.ipvs.model import DEFAULT_SCHEDULER
-from pykubeproxy.backends.ipvs.plan import (
-    format_ipsets,
-    format_ipvs,
-    plan_ipvs,
-    render_ipvs_ruleset,
-)
+from pykubeproxy.backends.ipvs.node import check_kernel_modules, ensure_ipvs_sysctls
+from pykubeproxy.backends.ipvs.plan import plan_ipvs
+from pykubeproxy.backends.ipvs.rules import render_ipvs_ruleset
 from pykubeproxy.backends.ipvs.sync import IpvsSyncer
 from pykubeproxy.config import (
     Config,

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pykubeproxy.backends.iptables.render import RenderOptions, render_ruleset
 from pykubeproxy.backends.iptables.ruleset import Ruleset
 from pykubeproxy.backends.ipvs.model import DEFAULT_SCHEDULER
-from pykubeproxy.backends.ipvs.plan import IpvsOptions, render_ipvs_state
+from pykubeproxy.backends.ipvs.plan import IpvsOptions
+from pykubeproxy.backends.ipvs.rules import render_ipvs_state
 from pykubeproxy.config import Config
 from pykubeproxy.model import Node, ProxyState
 from pykubeproxy.store import Snapshot

@@ -13,13 +13,9 @@ from pykubeproxy.backends.iptables.kernel import IptablesBinaries, KernelIptable
 from pykubeproxy.backends.iptables.render import RenderOptions, render_ruleset
 from pykubeproxy.backends.iptables.ruleset import Ruleset
 from pykubeproxy.backends.iptables.sync import IptablesSyncer
-from pykubeproxy.backends.ipvs.plan import (
-    IpvsOptions,
-    format_ipsets,
-    plan_ipvs,
-    render_ipvs_ruleset,
-    render_ipvs_state,
-)
+from pykubeproxy.backends.ipvs.ipsets import format_ipsets
+from pykubeproxy.backends.ipvs.plan import IpvsOptions, plan_ipvs
+from pykubeproxy.backends.ipvs.rules import render_ipvs_ruleset, render_ipvs_state
 from pykubeproxy.config import Config
 from pykubeproxy.daemon import load_files
 from pykubeproxy.pipeline import NodeIdentity, desired_state

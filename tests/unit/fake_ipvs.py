@@ -1,48 +1,45 @@
-"""A state-keeping fake of the IPVS kernel edge: virtual servers, kube-ipvs0, ipsets.
+"""State-keeping fakes of IPVS mode's kernel facilities: the IPVS table, kube-ipvs0, ipsets.
 
-It answers like the kernel where the sync depends on it: adding what exists or editing what does
+They answer like the kernel where the sync depends on it: adding what exists or editing what does
 not is an error, deleting what is gone is not, an unknown scheduler is refused, `ipset restore
 -exist` is applied line by line (entries kept in `ipset save`'s spelling) and stops at the first
 bad line, and a set "referenced by iptables" cannot be destroyed.
+
+Each class implements one protocol of `pykubeproxy.backends.ipvs.kernel`; `FakeIpvs` is all three
+on one object (an `IpvsKernel`, as `PyrouteIpvs`), with one call log for the IPVS and link ones.
 """
 
 from __future__ import annotations
 
 import errno
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
-from pykubeproxy.backends.ipvs.graceful import ServiceKey
-from pykubeproxy.backends.ipvs.kernel import (
-    IpvsKernelError,
-    IpvsSetupError,
+from pykubeproxy.backends.ipvs.errors import IpvsKernelError, IpvsSetupError
+from pykubeproxy.backends.ipvs.ipsets import normalize_ipset_entry
+from pykubeproxy.backends.ipvs.model import (
+    IPSet,
     KernelRealServer,
     KernelVirtualServer,
-    normalize_ipset_entry,
+    RealServer,
+    ServiceKey,
+    VirtualServer,
 )
-from pykubeproxy.backends.ipvs.model import SCHEDULERS, IPSet, RealServer, VirtualServer
+from pykubeproxy.config import IPVS_SCHEDULERS
+
+if TYPE_CHECKING:
+    from pykubeproxy.backends.ipvs.kernel import DummyLink, Ipsets, IpvsKernel, IpvsTable
 
 
-@dataclass
-class _Set:
-    type: str
-    entries: set[str] = field(default_factory=set)
+class FakeIpvsTable:
+    """Implements `IpvsTable` in memory. `calls` records every change, in order."""
 
-
-class FakeIpvs:
-    """Implements `IpvsHandle` in memory. `calls` records every change, in order."""
-
-    def __init__(self, *, dummy_supported: bool = True) -> None:
-        self.dummy_supported = dummy_supported
+    def __init__(self, *, calls: list[str] | None = None) -> None:
         self.services: dict[ServiceKey, KernelVirtualServer] = {}
         self.dests: dict[ServiceKey, dict[tuple[str, int], KernelRealServer]] = {}
         self.fwmark_services = 0
         self.timeouts = {"tcp": 900, "tcpfin": 120, "udp": 300}  # the kernel's defaults
-        self.dummy = False
-        self.addresses: set[str] = set()
-        self.sets: dict[str, _Set] = {}
-        self.referenced_sets: set[str] = set()  # "iptables rules use these"
-        self.calls: list[str] = []
-        self.restores: list[str] = []
+        self.calls: list[str] = [] if calls is None else calls
 
     # - test helpers -
 
@@ -62,11 +59,7 @@ class FakeIpvs:
         self.services[vs.key] = replace(vs, real_servers=())
         self.dests[vs.key] = {(rs.address, rs.port): rs for rs in vs.real_servers}
 
-    def put_set(self, name: str, type_: str, *entries: str) -> None:
-        """Someone else (or an older run) created this set."""
-        self.sets[name] = _Set(type_, {normalize_ipset_entry(e) for e in entries})
-
-    # - IPVS -
+    # - IpvsTable -
 
     def _need(self, service: ServiceKey) -> dict[tuple[str, int], KernelRealServer]:
         if service not in self.services:
@@ -83,7 +76,7 @@ class FakeIpvs:
         return sorted(self.dests.get(service, {}).values())
 
     def _kernel_vs(self, vs: VirtualServer) -> KernelVirtualServer:
-        if vs.scheduler not in SCHEDULERS:
+        if vs.scheduler not in IPVS_SCHEDULERS:
             raise IpvsKernelError(f"no scheduler {vs.scheduler!r}", code=errno.ENOENT)
         return KernelVirtualServer(vs.protocol, vs.address, vs.port, vs.scheduler, vs.persistence)
 
@@ -140,7 +133,15 @@ class FakeIpvs:
             if value:
                 self.timeouts[name] = value
 
-    # - kube-ipvs0 -
+
+class FakeDummyLink:
+    """Implements `DummyLink` in memory: kube-ipvs0 and its addresses."""
+
+    def __init__(self, *, dummy_supported: bool = True, calls: list[str] | None = None) -> None:
+        self.dummy_supported = dummy_supported
+        self.dummy = False
+        self.addresses: set[str] = set()
+        self.calls: list[str] = [] if calls is None else calls
 
     def ensure_dummy_interface(self) -> None:
         if not self.dummy_supported:
@@ -169,7 +170,24 @@ class FakeIpvs:
         self.calls.append(f"del-addr {address}")
         self.addresses.discard(address)
 
-    # - ipsets -
+
+@dataclass
+class _Set:
+    type: str
+    entries: set[str] = field(default_factory=set)
+
+
+class FakeIpsets:
+    """Implements `Ipsets` in memory; `restores` keeps every payload, in order."""
+
+    def __init__(self) -> None:
+        self.sets: dict[str, _Set] = {}
+        self.referenced_sets: set[str] = set()  # "iptables rules use these"
+        self.restores: list[str] = []
+
+    def put_set(self, name: str, type_: str, *entries: str) -> None:
+        """Someone else (or an older run) created this set."""
+        self.sets[name] = _Set(type_, {normalize_ipset_entry(e) for e in entries})
 
     def read_ipsets(self) -> list[IPSet]:
         return [
@@ -209,3 +227,20 @@ class FakeIpvs:
             del self.sets[name]
         else:
             raise fail(f"unknown command {command}")
+
+
+class FakeIpvs(FakeIpvsTable, FakeDummyLink, FakeIpsets):
+    """Implements `IpvsKernel` in memory: the three fakes on one object, one `calls` log."""
+
+    def __init__(self, *, dummy_supported: bool = True) -> None:
+        calls: list[str] = []
+        FakeIpvsTable.__init__(self, calls=calls)
+        FakeDummyLink.__init__(self, dummy_supported=dummy_supported, calls=calls)
+        FakeIpsets.__init__(self)
+
+
+if TYPE_CHECKING:  # mypy checks that each fake implements its protocol
+    _table: IpvsTable = FakeIpvsTable()
+    _link: DummyLink = FakeDummyLink()
+    _ipsets: Ipsets = FakeIpsets()
+    _kernel: IpvsKernel = FakeIpvs()

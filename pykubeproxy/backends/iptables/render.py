@@ -40,7 +40,7 @@ class RenderOptions:
 
 # Jumps from the built-in chains, in the order they end up in a kube-proxy node's chains
 # (kube-proxy prepends each of its list in turn, so later entries sit higher).
-_FILTER_JUMPS: dict[str, tuple[tuple[str, str, bool], ...]] = {
+_FILTER_JUMPS: dict[str, tuple[shared_rules.Jump, ...]] = {
     "INPUT": (
         (c.KUBE_PROXY_FIREWALL, "kube-proxy firewall rules", True),
         (c.KUBE_NODEPORTS, "kubernetes health check service ports", False),
@@ -57,22 +57,6 @@ _FILTER_JUMPS: dict[str, tuple[tuple[str, str, bool], ...]] = {
         (c.KUBE_SERVICES, "kubernetes service portals", True),
     ),
 }
-_NAT_JUMPS: dict[str, tuple[tuple[str, str, bool], ...]] = {
-    "PREROUTING": ((c.KUBE_SERVICES, "kubernetes service portals", False),),
-    "OUTPUT": ((c.KUBE_SERVICES, "kubernetes service portals", False),),
-    "POSTROUTING": ((c.KUBE_POSTROUTING, "kubernetes postrouting rules", False),),
-}
-
-
-def _jump_chains(jumps: dict[str, tuple[tuple[str, str, bool], ...]]) -> list[Chain]:
-    result = []
-    for builtin, entries in jumps.items():
-        rules = tuple(
-            spec("-m conntrack --ctstate NEW" if new_only else None, _comment(text), f"-j {target}")
-            for target, text, new_only in entries
-        )
-        result.append(Chain(builtin, rules))
-    return result
 
 
 def _host(ip: str) -> str:
@@ -423,12 +407,12 @@ def render_ruleset(state: ProxyState, opts: RenderOptions) -> Ruleset:
             Table(
                 "filter",
                 (
-                    *_with_firewall_jumps(_jump_chains(_FILTER_JUMPS), opts),
+                    *_with_firewall_jumps(shared_rules.jump_chains(_FILTER_JUMPS), opts),
                     *_chains(t.filter),
                     *_firewall_chains(opts),
                 ),
             ),
-            Table("nat", (*_jump_chains(_NAT_JUMPS), *_chains(t.nat))),
+            Table("nat", (*shared_rules.jump_chains(shared_rules.NAT_JUMPS), *_chains(t.nat))),
         )
     )
 

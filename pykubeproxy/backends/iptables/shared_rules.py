@@ -7,12 +7,38 @@ node moving between the modes keeps them byte for byte. `mark` is the masquerade
 
 from __future__ import annotations
 
-from pykubeproxy.backends.iptables.ruleset import quote
+from collections.abc import Mapping, Sequence
+
+from pykubeproxy.backends.iptables import chains as c
+from pykubeproxy.backends.iptables.ruleset import Chain, quote, spec
+
+# A jump from a built-in chain: (target chain, comment, only for NEW connections).
+Jump = tuple[str, str, bool]
 
 
 def comment(text: str) -> str:
     """A rule's `-m comment` match, quoted as iptables-save prints it."""
     return f"-m comment --comment {quote(text)}"
+
+
+def jump_chains(jumps: Mapping[str, Sequence[Jump]]) -> list[Chain]:
+    """The built-in chains with kube-proxy's jumps into its own, in the order given."""
+    result = []
+    for builtin, entries in jumps.items():
+        rules = tuple(
+            spec("-m conntrack --ctstate NEW" if new_only else None, comment(text), f"-j {target}")
+            for target, text, new_only in entries
+        )
+        result.append(Chain(builtin, rules))
+    return result
+
+
+# The nat table's jumps, the same in both modes.
+NAT_JUMPS: dict[str, tuple[Jump, ...]] = {
+    "PREROUTING": ((c.KUBE_SERVICES, "kubernetes service portals", False),),
+    "OUTPUT": ((c.KUBE_SERVICES, "kubernetes service portals", False),),
+    "POSTROUTING": ((c.KUBE_POSTROUTING, "kubernetes postrouting rules", False),),
+}
 
 
 def forward_rules(mark: str) -> tuple[str, ...]:

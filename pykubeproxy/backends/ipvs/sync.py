@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from pykubeproxy.backends.iptables.kernel import Iptables
 from pykubeproxy.backends.iptables.sync import IptablesSyncer, SyncError, SyncResult
+from pykubeproxy.backends.ipvs.apply import destroy_stale_sets, sync_ipvs
+from pykubeproxy.backends.ipvs.errors import IpvsError
 from pykubeproxy.backends.ipvs.graceful import GracefulTermination
-from pykubeproxy.backends.ipvs.kernel import (
-    IpvsError,
-    IpvsHandle,
-    destroy_stale_sets,
-    sync_ipvs,
-)
-from pykubeproxy.backends.ipvs.plan import IpvsOptions, plan_ipvs, render_ipvs_state
+from pykubeproxy.backends.ipvs.kernel import IpvsKernel
+from pykubeproxy.backends.ipvs.plan import IpvsOptions, plan_ipvs
+from pykubeproxy.backends.ipvs.rules import render_ipvs_state
 from pykubeproxy.model import ProxyState
 
 
@@ -25,7 +23,7 @@ class IpvsSyncer:
 
     def __init__(
         self,
-        handle: IpvsHandle,
+        handle: IpvsKernel,
         iptables: Iptables,
         *,
         chunk_rules: int | None = None,
