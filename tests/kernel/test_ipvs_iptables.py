@@ -13,13 +13,9 @@ from pykubeproxy.backends.iptables.kernel import IptablesBinaries, KernelIptable
 from pykubeproxy.backends.iptables.render import RenderOptions, render_ruleset
 from pykubeproxy.backends.iptables.ruleset import Ruleset
 from pykubeproxy.backends.iptables.sync import IptablesSyncer
-from pykubeproxy.backends.ipvs.plan import (
-    IpvsOptions,
-    format_ipsets,
-    plan_ipvs,
-    render_ipvs_ruleset,
-    render_ipvs_state,
-)
+from pykubeproxy.backends.ipvs.ipsets import format_ipsets
+from pykubeproxy.backends.ipvs.plan import IpvsOptions, plan_ipvs
+from pykubeproxy.backends.ipvs.rules import render_ipvs_ruleset, render_ipvs_state
 from pykubeproxy.pipeline import NodeIdentity, translate_snapshot
 from pykubeproxy.sources.files import load_files
 from pykubeproxy.store import Store

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from pykubeproxy.backends.iptables.kernel import IptablesError
 from pykubeproxy.backends.iptables.memory import MemoryIptables
+from pykubeproxy.backends.ipvs.memory import (
+    MemoryDummyLink,
+    MemoryIpsets,
+    MemoryIpvs,
+    MemoryIpvsTable,
+)
 
 
 class FakeIptables(MemoryIptables):
@@ -24,3 +30,11 @@ class FakeIptables(MemoryIptables):
         if self.refuse_all or (self.refuse_containing and self.refuse_containing in payload):
             raise IptablesError("fake kernel: refused", line=1)
         super().restore(payload, test=test)
+
+
+# IPVS mode's in-memory kernel keeps state and answers like the kernel already; its test helpers
+# (put_virtual_server, set_connections, put_set, referenced_sets) stand in for other actors.
+FakeIpvs = MemoryIpvs
+FakeIpvsTable = MemoryIpvsTable
+FakeDummyLink = MemoryDummyLink
+FakeIpsets = MemoryIpsets

@@ -8,7 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.fakes import FakeIpvs
 
+from pykubeproxy.backends.ipvs.apply import cleanup, destroy_stale_sets, read_state, sync_ipvs
+from pykubeproxy.backends.ipvs.errors import IpvsSetupError, IpvsSyncError
 from pykubeproxy.backends.ipvs.graceful import (
     ConnectionCounts,
     DrainState,
@@ -19,8 +22,24 @@ from pykubeproxy.backends.ipvs.graceful import (
     start_draining,
     stop_draining,
 )
-from pykubeproxy.backends.ipvs.kernel import (
-    IPV6_NETMASK,
+from pykubeproxy.backends.ipvs.ipsets import (
+    normalize_ipset_entry,
+    parse_ipset_save,
+    render_ipset_restore,
+)
+from pykubeproxy.backends.ipvs.kernel import PyrouteIpvs
+from pykubeproxy.backends.ipvs.model import (
+    IPSet,
+    IpvsPlan,
+    IpvsState,
+    KernelRealServer,
+    KernelVirtualServer,
+    RealServer,
+    VirtualServer,
+)
+from pykubeproxy.backends.ipvs.netlink import IPV6_NETMASK, _ipvs_command_message
+from pykubeproxy.backends.ipvs.node import check_kernel_modules, ensure_ipvs_sysctls
+from pykubeproxy.backends.ipvs.operations import (
     AddVirtualServer,
     DeleteAddress,
     DeleteRealServer,
@@ -28,27 +47,9 @@ from pykubeproxy.backends.ipvs.kernel import (
     DrainRealServer,
     EditRealServer,
     EditVirtualServer,
-    IpvsSetupError,
-    IpvsState,
-    IpvsSyncError,
-    KernelRealServer,
-    KernelVirtualServer,
-    PyrouteIpvs,
-    _ipvs_command_message,
-    check_kernel_modules,
-    cleanup,
-    destroy_stale_sets,
-    ensure_ipvs_sysctls,
-    normalize_ipset_entry,
-    parse_ipset_save,
-    parse_proc_ip_vs,
-    plan_changes,
-    read_state,
-    render_ipset_restore,
-    sync_ipvs,
 )
-from pykubeproxy.backends.ipvs.model import IPSet, IpvsPlan, RealServer, VirtualServer
-from tests.unit.fake_ipvs import FakeIpvs
+from pykubeproxy.backends.ipvs.procfs import parse_proc_ip_vs
+from pykubeproxy.backends.ipvs.reconcile import plan_changes
 
 NODE_IP = "192.0.2.10"
 CLUSTER_IP = "10.96.0.10"

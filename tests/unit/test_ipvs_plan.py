@@ -8,14 +8,11 @@ from pathlib import Path
 import pytest
 
 from pykubeproxy.backends.iptables.ruleset import format_restore
+from pykubeproxy.backends.ipvs.ipsets import format_ipsets
+from pykubeproxy.backends.ipvs.ipvsadm import format_ipvs
 from pykubeproxy.backends.ipvs.model import RealServer
-from pykubeproxy.backends.ipvs.plan import (
-    IpvsOptions,
-    format_ipsets,
-    format_ipvs,
-    plan_ipvs,
-    render_ipvs_ruleset,
-)
+from pykubeproxy.backends.ipvs.plan import IpvsOptions, plan_ipvs
+from pykubeproxy.backends.ipvs.rules import render_ipvs_ruleset
 from pykubeproxy.model import (
     Endpoint,
     Node,

@@ -340,7 +340,7 @@ def plan_as_ipvsadm(plan: Any) -> dict[tuple[str, str, int], dict[str, Any]]:
 
 
 def kernel_view(handle: Any) -> Any:
-    from pykubeproxy.backends.ipvs.kernel import read_state
+    from pykubeproxy.backends.ipvs.apply import read_state
 
     state = read_state(handle)
     return state, sorted(vs.as_planned() for vs in state.virtual_servers)
@@ -407,7 +407,7 @@ def foreign_lines(ns: str) -> list[str]:
 
 
 def sync(ctx: Ctx, plan: Any) -> Any:
-    from pykubeproxy.backends.ipvs.kernel import sync_ipvs
+    from pykubeproxy.backends.ipvs.apply import sync_ipvs
 
     result = sync_ipvs(ctx.handle, plan, graceful=ctx.graceful, node_addresses=[NODE_IP])
     log("sync:", len(result.operations), "operations,", result.ipset_lines, "ipset lines")
@@ -422,7 +422,8 @@ def sync(ctx: Ctx, plan: Any) -> Any:
 @check
 def dummy_type_missing_is_a_clear_error(ctx: Ctx) -> None:
     """Before anything loads the dummy module, forbid it: the handle must say what is missing."""
-    from pykubeproxy.backends.ipvs.kernel import IpvsSetupError, PyrouteIpvs
+    from pykubeproxy.backends.ipvs.errors import IpvsSetupError
+    from pykubeproxy.backends.ipvs.kernel import PyrouteIpvs
 
     conf = "/etc/modprobe.d/pkp-no-dummy.conf"
     expect("dummy" not in run("cat", "/proc/modules"), "dummy is already loaded")
@@ -442,7 +443,8 @@ def dummy_type_missing_is_a_clear_error(ctx: Ctx) -> None:
 
 @check
 def required_modules_are_loaded(ctx: Ctx) -> None:
-    from pykubeproxy.backends.ipvs.kernel import check_kernel_modules, loaded_modules
+    from pykubeproxy.backends.ipvs.node import check_kernel_modules
+    from pykubeproxy.backends.ipvs.procfs import loaded_modules
 
     loaded_now = check_kernel_modules("rr")
     log("modules loaded now:", loaded_now)
@@ -453,7 +455,8 @@ def required_modules_are_loaded(ctx: Ctx) -> None:
 
 @check
 def missing_scheduler_module_is_named(ctx: Ctx) -> None:
-    from pykubeproxy.backends.ipvs.kernel import IpvsSetupError, check_kernel_modules
+    from pykubeproxy.backends.ipvs.errors import IpvsSetupError
+    from pykubeproxy.backends.ipvs.node import check_kernel_modules
 
     try:
         check_kernel_modules("nosuch")
@@ -465,7 +468,7 @@ def missing_scheduler_module_is_named(ctx: Ctx) -> None:
 
 @check
 def sysctls_are_set_in_the_namespace(ctx: Ctx) -> None:
-    from pykubeproxy.backends.ipvs.kernel import ensure_ipvs_sysctls
+    from pykubeproxy.backends.ipvs.node import ensure_ipvs_sysctls
 
     run("ip", "netns", "add", K_NS)
     run("ip", "-n", K_NS, "link", "set", "lo", "up")
@@ -553,7 +556,7 @@ def dummy_interface_is_down_with_host_addresses(ctx: Ctx) -> None:
 
 @check
 def ipsets_restored_and_equal(ctx: Ctx) -> None:
-    from pykubeproxy.backends.ipvs.kernel import normalize_ipset_entry, parse_ipset_save
+    from pykubeproxy.backends.ipvs.ipsets import normalize_ipset_entry, parse_ipset_save
 
     saved = {s.name: s for s in parse_ipset_save(run("ipset", "save", ns=K_NS))}
     for want in ctx.plan.ipsets:
@@ -657,7 +660,7 @@ def stale_virtual_servers_and_addresses_disappear(ctx: Ctx) -> None:
 
 @check
 def stale_ipsets_are_destroyed_after_the_iptables_sync(ctx: Ctx) -> None:
-    from pykubeproxy.backends.ipvs.kernel import destroy_stale_sets
+    from pykubeproxy.backends.ipvs.apply import destroy_stale_sets
 
     expect_equal(destroy_stale_sets(ctx.handle, ctx.plan.ipsets), ("KUBE-LOOP-BACK",), "destroyed")
     names = set(run("ipset", "list", "-n", ns=K_NS).split())
@@ -666,7 +669,7 @@ def stale_ipsets_are_destroyed_after_the_iptables_sync(ctx: Ctx) -> None:
 
 @check
 def cleanup_leaves_nothing_and_can_run_twice(ctx: Ctx) -> None:
-    from pykubeproxy.backends.ipvs.kernel import cleanup
+    from pykubeproxy.backends.ipvs.apply import cleanup
 
     first = cleanup(ctx.handle)
     expect_equal(ipvsadm_save(K_NS), [], "ipvsadm -Sn after cleanup (kube-proxy flushes all)")
@@ -732,8 +735,10 @@ def build_topology() -> None:
 
 @check
 def traffic_topology_is_up(ctx: Ctx) -> None:
+    from pykubeproxy.backends.ipvs.apply import sync_ipvs
     from pykubeproxy.backends.ipvs.graceful import GracefulTermination
-    from pykubeproxy.backends.ipvs.kernel import PyrouteIpvs, ensure_ipvs_sysctls, sync_ipvs
+    from pykubeproxy.backends.ipvs.kernel import PyrouteIpvs
+    from pykubeproxy.backends.ipvs.node import ensure_ipvs_sysctls
 
     build_topology()
     with in_netns(NODE_NS):
@@ -790,7 +795,7 @@ def node_real_server(ctx: Ctx, vip: str, port: int, pod: str) -> Any:
 
 
 def node_sync(ctx: Ctx, plan: Any) -> Any:
-    from pykubeproxy.backends.ipvs.kernel import sync_ipvs
+    from pykubeproxy.backends.ipvs.apply import sync_ipvs
 
     result = sync_ipvs(ctx.node, plan, graceful=ctx.node_graceful, node_addresses=[NODE_IP])
     log("node sync:", [str(op) for op in result.operations], [str(r.ref) for r in result.removals])

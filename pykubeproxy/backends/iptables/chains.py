@@ -19,8 +19,18 @@ KUBE_PROXY_FIREWALL = "KUBE-PROXY-FIREWALL"
 # Once kubelet's, written by kube-proxy since 1.27 when NodePorts answer on 127.0.0.1.
 KUBE_FIREWALL = "KUBE-FIREWALL"
 
+# IPVS mode's own chains (kube-proxy's IPVS proxier), besides the ones both modes share.
+KUBE_NODE_PORT = "KUBE-NODE-PORT"
+KUBE_LOAD_BALANCER = "KUBE-LOAD-BALANCER"
+KUBE_IPVS_FILTER = "KUBE-IPVS-FILTER"
+KUBE_SOURCE_RANGES_FIREWALL = "KUBE-SOURCE-RANGES-FIREWALL"
+IPVS_NAT_CHAINS = (KUBE_NODE_PORT, KUBE_LOAD_BALANCER)
+IPVS_FILTER_CHAINS = (KUBE_NODE_PORT, KUBE_IPVS_FILTER, KUBE_SOURCE_RANGES_FIREWALL)
+
 # Prefixes of the per-Service and per-endpoint chains (all in the nat table).
 SERVICE_CHAIN_PREFIXES = ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-")
+# Per-Service chains only older kube-proxy versions wrote (local policy, before KUBE-SVL-).
+LEGACY_SERVICE_CHAIN_PREFIXES = ("KUBE-XLB-",)
 
 BUILTIN_CHAINS = frozenset({"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"})
 

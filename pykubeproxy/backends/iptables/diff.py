@@ -21,10 +21,8 @@ from pykubeproxy.backends.iptables.ruleset import (
     jump_target,
 )
 
-# IPVS mode's own chains: stale (and removed) when the node runs in iptables mode, and back.
-IPVS_NAT_CHAINS = ("KUBE-NODE-PORT", "KUBE-LOAD-BALANCER")
-IPVS_FILTER_CHAINS = ("KUBE-NODE-PORT", "KUBE-IPVS-FILTER", "KUBE-SOURCE-RANGES-FIREWALL")
 # Chains kube-proxy (or we) own wholesale, including those older kube-proxy versions created.
+# IPVS mode's own chains are among them: stale (and removed) in iptables mode, and back.
 OWNED_FIXED_CHAINS = {
     "filter": frozenset(
         {
@@ -34,7 +32,7 @@ OWNED_FIXED_CHAINS = {
             c.KUBE_NODEPORTS,
             c.KUBE_PROXY_FIREWALL,
             c.KUBE_FIREWALL,
-            *IPVS_FILTER_CHAINS,
+            *c.IPVS_FILTER_CHAINS,
         }
     ),
     "nat": frozenset(
@@ -43,11 +41,11 @@ OWNED_FIXED_CHAINS = {
             c.KUBE_NODEPORTS,
             c.KUBE_POSTROUTING,
             c.KUBE_MARK_MASQ,
-            *IPVS_NAT_CHAINS,
+            *c.IPVS_NAT_CHAINS,
         }
     ),
 }
-STALE_PREFIXES = (*c.SERVICE_CHAIN_PREFIXES, "KUBE-XLB-")
+STALE_PREFIXES = (*c.SERVICE_CHAIN_PREFIXES, *c.LEGACY_SERVICE_CHAIN_PREFIXES)
 
 _PROBABILITY = re.compile(r"--probability (\d+(?:\.\d+)?)")
 

@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pykubeproxy.backends.iptables import chains as c
-from pykubeproxy.backends.iptables.ruleset import Chain, Ruleset, Table, quote, spec
+from pykubeproxy.backends.iptables import shared_rules
+from pykubeproxy.backends.iptables.ruleset import Chain, Ruleset, Table, spec
+from pykubeproxy.backends.iptables.shared_rules import comment as _comment
 from pykubeproxy.model import Endpoint, ProxyState, ServicePort
 from pykubeproxy.selection import EndpointSelection, categorize_endpoints
 
@@ -38,7 +40,7 @@ class RenderOptions:
 
 # Jumps from the built-in chains, in the order they end up in a kube-proxy node's chains
 # (kube-proxy prepends each of its list in turn, so later entries sit higher).
-_FILTER_JUMPS: dict[str, tuple[tuple[str, str, bool], ...]] = {
+_FILTER_JUMPS: dict[str, tuple[shared_rules.Jump, ...]] = {
     "INPUT": (
         (c.KUBE_PROXY_FIREWALL, "kube-proxy firewall rules", True),
         (c.KUBE_NODEPORTS, "kubernetes health check service ports", False),
@@ -55,26 +57,6 @@ _FILTER_JUMPS: dict[str, tuple[tuple[str, str, bool], ...]] = {
         (c.KUBE_SERVICES, "kubernetes service portals", True),
     ),
 }
-_NAT_JUMPS: dict[str, tuple[tuple[str, str, bool], ...]] = {
-    "PREROUTING": ((c.KUBE_SERVICES, "kubernetes service portals", False),),
-    "OUTPUT": ((c.KUBE_SERVICES, "kubernetes service portals", False),),
-    "POSTROUTING": ((c.KUBE_POSTROUTING, "kubernetes postrouting rules", False),),
-}
-
-
-def _jump_chains(jumps: dict[str, tuple[tuple[str, str, bool], ...]]) -> list[Chain]:
-    result = []
-    for builtin, entries in jumps.items():
-        rules = tuple(
-            spec("-m conntrack --ctstate NEW" if new_only else None, _comment(text), f"-j {target}")
-            for target, text, new_only in entries
-        )
-        result.append(Chain(builtin, rules))
-    return result
-
-
-def _comment(text: str) -> str:
-    return f"-m comment --comment {quote(text)}"
 
 
 def _host(ip: str) -> str:
@@ -360,25 +342,12 @@ _LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 
 
 def _render_static_rules(t: _Tables, opts: RenderOptions) -> None:
-    mark = f"{opts.mark}/{opts.mark}"
-    forward = c.KUBE_FORWARD
-    t.add("filter", forward, "-m conntrack --ctstate INVALID -j DROP")
-    t.add(
-        "filter",
-        forward,
-        f"{_comment('kubernetes forwarding rules')} -m mark --mark {mark} -j ACCEPT",
-    )
-    established = "-m conntrack --ctstate RELATED,ESTABLISHED"
-    t.add(
-        "filter",
-        forward,
-        f"{_comment('kubernetes forwarding conntrack rule')} {established} -j ACCEPT",
-    )
-    t.add("nat", c.KUBE_POSTROUTING, f"-m mark ! --mark {mark} -j RETURN")
-    t.add("nat", c.KUBE_POSTROUTING, f"-j MARK --set-xmark {opts.mark}/0x0")
-    masq = _comment("kubernetes service traffic requiring SNAT")
-    t.add("nat", c.KUBE_POSTROUTING, f"{masq} -j MASQUERADE --random-fully")
-    t.add("nat", c.KUBE_MARK_MASQ, f"-j MARK --set-xmark {mark}")
+    for rule in shared_rules.forward_rules(opts.mark):
+        t.add("filter", c.KUBE_FORWARD, rule)
+    for rule in shared_rules.postrouting_rules(opts.mark):
+        t.add("nat", c.KUBE_POSTROUTING, rule)
+    for rule in shared_rules.mark_masq_rules(opts.mark):
+        t.add("nat", c.KUBE_MARK_MASQ, rule)
 
 
 LOCALNET_COMMENT = "block incoming localnet connections"
@@ -438,12 +407,12 @@ def render_ruleset(state: ProxyState, opts: RenderOptions) -> Ruleset:
             Table(
                 "filter",
                 (
-                    *_with_firewall_jumps(_jump_chains(_FILTER_JUMPS), opts),
+                    *_with_firewall_jumps(shared_rules.jump_chains(_FILTER_JUMPS), opts),
                     *_chains(t.filter),
                     *_firewall_chains(opts),
                 ),
             ),
-            Table("nat", (*_jump_chains(_NAT_JUMPS), *_chains(t.nat))),
+            Table("nat", (*shared_rules.jump_chains(shared_rules.NAT_JUMPS), *_chains(t.nat))),
         )
     )
 

@@ -18,25 +18,18 @@ from pykubeproxy.backends.iptables.backend import nodeport_cidrs, open_kernel, o
 from pykubeproxy.backends.iptables.kernel import Iptables
 from pykubeproxy.backends.iptables.ruleset import Ruleset, format_restore
 from pykubeproxy.backends.iptables.sync import IptablesSyncer, chunk_rules
+from pykubeproxy.backends.ipvs.apply import cleanup as cleanup_ipvs
+from pykubeproxy.backends.ipvs.apply import destroy_stale_sets, sync_ipvs
+from pykubeproxy.backends.ipvs.errors import IpvsError
 from pykubeproxy.backends.ipvs.graceful import GracefulTermination
-from pykubeproxy.backends.ipvs.kernel import (
-    IpvsError,
-    IpvsHandle,
-    PyrouteIpvs,
-    check_kernel_modules,
-    destroy_stale_sets,
-    ensure_ipvs_sysctls,
-    sync_ipvs,
-)
-from pykubeproxy.backends.ipvs.kernel import cleanup as cleanup_ipvs
+from pykubeproxy.backends.ipvs.ipsets import format_ipsets
+from pykubeproxy.backends.ipvs.ipvsadm import format_ipvs
+from pykubeproxy.backends.ipvs.kernel import IpvsKernel, PyrouteIpvs
+from pykubeproxy.backends.ipvs.memory import MemoryIpvs
 from pykubeproxy.backends.ipvs.model import DEFAULT_SCHEDULER, IpvsPlan
-from pykubeproxy.backends.ipvs.plan import (
-    IpvsOptions,
-    format_ipsets,
-    format_ipvs,
-    plan_ipvs,
-    render_ipvs_ruleset,
-)
+from pykubeproxy.backends.ipvs.node import check_kernel_modules, ensure_ipvs_sysctls
+from pykubeproxy.backends.ipvs.plan import IpvsOptions, plan_ipvs
+from pykubeproxy.backends.ipvs.rules import render_ipvs_ruleset
 from pykubeproxy.config import Config
 from pykubeproxy.log import get_logger
 from pykubeproxy.model import FAMILY, Node, ProxyState, ServiceName
@@ -109,7 +102,7 @@ class IpvsBackend:
     def __init__(
         self,
         config: Config,
-        handle: IpvsHandle,
+        handle: IpvsKernel,
         iptables: Iptables,
     ) -> None:
         self.config = config
@@ -191,8 +184,6 @@ def _open(config: Config, *, dry_run: bool = False) -> IpvsBackend:
     """Check and prepare the node for IPVS mode (modules, sysctls, timeouts), as kube-proxy."""
     iptables = open_kernel(config, dry_run=dry_run)
     if dry_run:
-        from pykubeproxy.backends.ipvs.memory import MemoryIpvs
-
         return IpvsBackend(config, MemoryIpvs(), iptables)
     try:
         check_kernel_modules(config.ipvs_scheduler or DEFAULT_SCHEDULER)

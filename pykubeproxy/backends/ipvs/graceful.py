@@ -12,7 +12,7 @@ stops draining here.
 
 The state machine (`DrainState` and the `*_draining` / `plan_removals` functions) is pure: time
 comes in as `now`. `GracefulTermination` is the small driver that reads a clock and holds the
-state between syncs; it never talks to the kernel (`kernel.collect_drained` does).
+state between syncs; it never talks to the kernel (`apply.collect_drained` does).
 """
 
 from __future__ import annotations
@@ -22,10 +22,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-DEFAULT_GRACE_PERIOD = 15 * 60.0  # seconds
+from pykubeproxy.backends.ipvs.model import ServiceKey, bracketed, service_text
 
-# (protocol, address, port) of a virtual server, as `VirtualServer.key`.
-ServiceKey = tuple[str, str, int]
+DEFAULT_GRACE_PERIOD = 15 * 60.0  # seconds
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -41,12 +40,7 @@ class RealServerRef:
         return self.service[0]
 
     def __str__(self) -> str:
-        protocol, vaddr, vport = self.service
-        return f"{protocol.upper()} {_host(vaddr)}:{vport} -> {_host(self.address)}:{self.port}"
-
-
-def _host(address: str) -> str:
-    return f"[{address}]" if ":" in address else address
+        return f"{service_text(self.service)} -> {bracketed(self.address)}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,48 +1,48 @@
-"""A state-keeping fake of the IPVS kernel edge: virtual servers, kube-ipvs0, ipsets.
+"""IPVS mode's kernel facilities kept in memory: the IPVS table, kube-ipvs0, ipsets.
 
-It answers like the kernel where the sync depends on it: adding what exists or editing what does
-not is an error, deleting what is gone is not, an unknown scheduler is refused, `ipset restore
--exist` is applied line by line (entries kept in `ipset save`'s spelling) and stops at the first
-bad line, and a set "referenced by iptables" cannot be destroyed.
+`--dry-run` syncs against them (empty) so that it runs exactly the code a node runs; the tests
+use them as state-keeping fakes. They answer like the kernel where the sync depends on it: adding
+what exists or editing what does not is an error, deleting what is gone is not, an unknown
+scheduler is refused, `ipset restore -exist` is applied line by line (entries kept in `ipset
+save`'s spelling) and stops at the first bad line, and a set "referenced by iptables" cannot be
+destroyed.
+
+Each class implements one protocol of `pykubeproxy.backends.ipvs.kernel`; `MemoryIpvs` is all
+three on one object (an `IpvsKernel`, as `PyrouteIpvs`), with one call log for the IPVS and link
+ones.
 """
 
 from __future__ import annotations
 
 import errno
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
-from pykubeproxy.backends.ipvs.graceful import ServiceKey
-from pykubeproxy.backends.ipvs.kernel import (
-    IpvsKernelError,
-    IpvsSetupError,
+from pykubeproxy.backends.ipvs.errors import IpvsKernelError, IpvsSetupError
+from pykubeproxy.backends.ipvs.ipsets import normalize_ipset_entry
+from pykubeproxy.backends.ipvs.model import (
+    IPSet,
     KernelRealServer,
     KernelVirtualServer,
-    normalize_ipset_entry,
+    RealServer,
+    ServiceKey,
+    VirtualServer,
 )
-from pykubeproxy.backends.ipvs.model import SCHEDULERS, IPSet, RealServer, VirtualServer
+from pykubeproxy.config import IPVS_SCHEDULERS
+
+if TYPE_CHECKING:
+    from pykubeproxy.backends.ipvs.kernel import DummyLink, Ipsets, IpvsKernel, IpvsTable
 
 
-@dataclass
-class _Set:
-    type: str
-    entries: set[str] = field(default_factory=set)
+class MemoryIpvsTable:
+    """Implements `IpvsTable` in memory. `calls` records every change, in order."""
 
-
-class MemoryIpvs:
-    """Implements `IpvsHandle` in memory. `calls` records every change, in order."""
-
-    def __init__(self, *, dummy_supported: bool = True) -> None:
-        self.dummy_supported = dummy_supported
+    def __init__(self, *, calls: list[str] | None = None) -> None:
         self.services: dict[ServiceKey, KernelVirtualServer] = {}
         self.dests: dict[ServiceKey, dict[tuple[str, int], KernelRealServer]] = {}
         self.fwmark_services = 0
         self.timeouts = {"tcp": 900, "tcpfin": 120, "udp": 300}  # the kernel's defaults
-        self.dummy = False
-        self.addresses: set[str] = set()
-        self.sets: dict[str, _Set] = {}
-        self.referenced_sets: set[str] = set()  # "iptables rules use these"
-        self.calls: list[str] = []
-        self.restores: list[str] = []
+        self.calls: list[str] = [] if calls is None else calls
 
     # - test helpers -
 
@@ -62,11 +62,7 @@ class MemoryIpvs:
         self.services[vs.key] = replace(vs, real_servers=())
         self.dests[vs.key] = {(rs.address, rs.port): rs for rs in vs.real_servers}
 
-    def put_set(self, name: str, type_: str, *entries: str) -> None:
-        """Someone else (or an older run) created this set."""
-        self.sets[name] = _Set(type_, {normalize_ipset_entry(e) for e in entries})
-
-    # - IPVS -
+    # - IpvsTable -
 
     def _need(self, service: ServiceKey) -> dict[tuple[str, int], KernelRealServer]:
         if service not in self.services:
@@ -83,7 +79,7 @@ class MemoryIpvs:
         return sorted(self.dests.get(service, {}).values())
 
     def _kernel_vs(self, vs: VirtualServer) -> KernelVirtualServer:
-        if vs.scheduler not in SCHEDULERS:
+        if vs.scheduler not in IPVS_SCHEDULERS:
             raise IpvsKernelError(f"no scheduler {vs.scheduler!r}", code=errno.ENOENT)
         return KernelVirtualServer(vs.protocol, vs.address, vs.port, vs.scheduler, vs.persistence)
 
@@ -140,7 +136,15 @@ class MemoryIpvs:
             if value:
                 self.timeouts[name] = value
 
-    # - kube-ipvs0 -
+
+class MemoryDummyLink:
+    """Implements `DummyLink` in memory: kube-ipvs0 and its addresses."""
+
+    def __init__(self, *, dummy_supported: bool = True, calls: list[str] | None = None) -> None:
+        self.dummy_supported = dummy_supported
+        self.dummy = False
+        self.addresses: set[str] = set()
+        self.calls: list[str] = [] if calls is None else calls
 
     def ensure_dummy_interface(self) -> None:
         if not self.dummy_supported:
@@ -169,7 +173,24 @@ class MemoryIpvs:
         self.calls.append(f"del-addr {address}")
         self.addresses.discard(address)
 
-    # - ipsets -
+
+@dataclass
+class _Set:
+    type: str
+    entries: set[str] = field(default_factory=set)
+
+
+class MemoryIpsets:
+    """Implements `Ipsets` in memory; `restores` keeps every payload, in order."""
+
+    def __init__(self) -> None:
+        self.sets: dict[str, _Set] = {}
+        self.referenced_sets: set[str] = set()  # "iptables rules use these"
+        self.restores: list[str] = []
+
+    def put_set(self, name: str, type_: str, *entries: str) -> None:
+        """Someone else (or an older run) created this set."""
+        self.sets[name] = _Set(type_, {normalize_ipset_entry(e) for e in entries})
 
     def read_ipsets(self) -> list[IPSet]:
         return [
@@ -209,3 +230,20 @@ class MemoryIpvs:
             del self.sets[name]
         else:
             raise fail(f"unknown command {command}")
+
+
+class MemoryIpvs(MemoryIpvsTable, MemoryDummyLink, MemoryIpsets):
+    """Implements `IpvsKernel` in memory: the three fakes on one object, one `calls` log."""
+
+    def __init__(self, *, dummy_supported: bool = True) -> None:
+        calls: list[str] = []
+        MemoryIpvsTable.__init__(self, calls=calls)
+        MemoryDummyLink.__init__(self, dummy_supported=dummy_supported, calls=calls)
+        MemoryIpsets.__init__(self)
+
+
+if TYPE_CHECKING:  # mypy checks that each fake implements its protocol
+    _table: IpvsTable = MemoryIpvsTable()
+    _link: DummyLink = MemoryDummyLink()
+    _ipsets: Ipsets = MemoryIpsets()
+    _kernel: IpvsKernel = MemoryIpvs()

@@ -1,12 +1,31 @@
-"""What IPVS mode programs, as data: virtual servers, addresses on kube-ipvs0, ipsets."""
+"""IPVS mode's state as data: what a sync wants (virtual servers, kube-ipvs0 addresses, ipsets)
+and what the kernel holds (the same, with the kernel's counters and forwarding methods)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 DUMMY_INTERFACE = "kube-ipvs0"
-SCHEDULERS = ("rr", "wrr", "lc", "wlc", "sh", "dh", "mh", "lblc", "lblcr", "sed", "nq")
-DEFAULT_SCHEDULER = "rr"
+DEFAULT_SCHEDULER = "rr"  # the list kube-proxy accepts is config.IPVS_SCHEDULERS
+PROTOCOL_NUMBERS = {"tcp": 6, "udp": 17, "sctp": 132}
+PROTOCOL_NAMES = {number: name for name, number in PROTOCOL_NUMBERS.items()}
+
+# (protocol, address, port) of a virtual server, as `VirtualServer.key`.
+ServiceKey = tuple[str, str, int]
+
+
+def bracketed(address: str) -> str:
+    """An address as it goes before `:port` (IPv6 in brackets)."""
+    return f"[{address}]" if ":" in address else address
+
+
+def service_text(service: ServiceKey) -> str:
+    """`TCP 10.96.0.10:80`, as logs and operations name a virtual server."""
+    protocol, address, port = service
+    return f"{protocol.upper()} {bracketed(address)}:{port}"
+
+
+# --- what a sync wants -------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -32,12 +51,11 @@ class VirtualServer:
     comment: str = ""  # which Service port this is, for --dry-run and logs
 
     @property
-    def key(self) -> tuple[str, str, int]:
+    def key(self) -> ServiceKey:
         return (self.protocol, self.address, self.port)
 
     def __str__(self) -> str:
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"{self.protocol.upper()} {host}:{self.port}"
+        return service_text(self.key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,3 +82,53 @@ class IpvsPlan:
     # Addresses bound to the dummy interface so the node accepts traffic for them (/32 each).
     addresses: tuple[str, ...]
     ipsets: tuple[IPSet, ...]
+
+
+# --- what the kernel holds ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class KernelRealServer:
+    """A real server as the kernel reports it, with its connection counters."""
+
+    address: str
+    port: int
+    weight: int
+    forwarding: str = "masq"  # "masq", "local", "tunnel", "route" or "bypass"
+    active_connections: int = 0
+    inactive_connections: int = 0
+
+    def as_planned(self) -> RealServer:
+        return RealServer(self.address, self.port, self.weight)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class KernelVirtualServer:
+    """A virtual server (address-based; fwmark services are never listed) and its real servers."""
+
+    protocol: str
+    address: str
+    port: int
+    scheduler: str
+    persistence: int | None = None
+    real_servers: tuple[KernelRealServer, ...] = ()
+
+    @property
+    def key(self) -> ServiceKey:
+        return (self.protocol, self.address, self.port)
+
+    def as_planned(self) -> VirtualServer:
+        """The plan's view of it: no counters, no comment; real servers sorted."""
+        servers = tuple(sorted(rs.as_planned() for rs in self.real_servers))
+        return VirtualServer(
+            self.protocol, self.address, self.port, self.scheduler, self.persistence, servers
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class IpvsState:
+    """What a sync reads before it plans: virtual servers, kube-ipvs0 addresses, KUBE- ipsets."""
+
+    virtual_servers: tuple[KernelVirtualServer, ...] = ()
+    addresses: tuple[str, ...] = ()
+    ipsets: tuple[IPSet, ...] = ()

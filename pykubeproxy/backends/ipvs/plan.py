@@ -1,19 +1,17 @@
-"""IPVS mode, planned: virtual servers, kube-ipvs0 addresses, ipsets and the iptables rules left.
+"""IPVS mode, planned: ProxyState → virtual servers, kube-ipvs0 addresses and ipsets.
 
 Pure: ProxyState and options in, data out, in a stable order. Follows kube-proxy's IPVS proxier:
 one virtual server per Service address and port (cluster IP, each externalIP and load-balancer
 IP, and the NodePort on each node address), masquerade decided by ipset matches in a few fixed
-iptables rules instead of per-Service chains.
+iptables rules (`rules.py`) instead of per-Service chains.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pykubeproxy.backends.iptables import chains as c
-from pykubeproxy.backends.iptables.ruleset import Chain, Ruleset, Table, quote, spec
 from pykubeproxy.backends.ipvs.model import (
     DEFAULT_SCHEDULER,
     IPSet,
@@ -23,15 +21,6 @@ from pykubeproxy.backends.ipvs.model import (
 )
 from pykubeproxy.model import Endpoint, ProxyState, ServicePort
 from pykubeproxy.selection import categorize_endpoints
-
-# kube-proxy's IPVS-mode chains (besides the ones both modes share).
-KUBE_NODE_PORT = "KUBE-NODE-PORT"
-KUBE_LOAD_BALANCER = "KUBE-LOAD-BALANCER"
-KUBE_IPVS_FILTER = "KUBE-IPVS-FILTER"
-KUBE_SOURCE_RANGES_FIREWALL = "KUBE-SOURCE-RANGES-FIREWALL"
-IPVS_CHAINS = frozenset(
-    {KUBE_NODE_PORT, KUBE_LOAD_BALANCER, KUBE_IPVS_FILTER, KUBE_SOURCE_RANGES_FIREWALL}
-)
 
 # kube-proxy's ipsets: name → (type, comment).
 SET_SPECS: dict[str, tuple[str, str]] = {
@@ -230,195 +219,3 @@ def plan_ipvs(state: ProxyState, opts: IpvsOptions) -> IpvsPlan:
         servers.values(), key=lambda s: (ipaddress.ip_address(s.address), s.port, s.protocol)
     )
     return IpvsPlan(tuple(ordered), tuple(addresses), ipsets)
-
-
-# --- the iptables rules IPVS mode still needs --------------------------------------------------
-
-
-def _comment(text: str) -> str:
-    return f"-m comment --comment {quote(text)}"
-
-
-def _match_set(name: str, flags: str) -> str:
-    return f"-m set --match-set {name} {flags}"
-
-
-def _nat_rules(opts: IpvsOptions, plan: IpvsPlan) -> list[Chain]:
-    comment = {s.name: s.comment for s in plan.ipsets}
-    services = []
-    if opts.masquerade_all:
-        services.append(
-            f"{_comment(comment['KUBE-CLUSTER-IP'])} {_match_set('KUBE-CLUSTER-IP', 'dst,dst')} "
-            f"-j {c.KUBE_MARK_MASQ}"
-        )
-    elif opts.cluster_cidr:
-        services.append(
-            f"! -s {opts.cluster_cidr} {_comment(comment['KUBE-CLUSTER-IP'])} "
-            f"{_match_set('KUBE-CLUSTER-IP', 'dst,dst')} -j {c.KUBE_MARK_MASQ}"
-        )
-    else:
-        # As kube-proxy without a cluster CIDR: the node's own connections to a cluster IP take
-        # that VIP (bound to kube-ipvs0) as their source; unmasqueraded, a pod on another node
-        # answers a VIP that node also holds, and the reply never comes back.
-        services.append(
-            f"{_comment(comment['KUBE-CLUSTER-IP'])} "
-            f"{_match_set('KUBE-CLUSTER-IP', 'src,dst')} -j {c.KUBE_MARK_MASQ}"
-        )
-    services += [
-        f"{_comment(comment['KUBE-LOAD-BALANCER'])} {_match_set('KUBE-LOAD-BALANCER', 'dst,dst')}"
-        f" -j {KUBE_LOAD_BALANCER}",
-        f"{_comment(comment['KUBE-EXTERNAL-IP'])} {_match_set('KUBE-EXTERNAL-IP', 'dst,dst')}"
-        f" -j {c.KUBE_MARK_MASQ}",
-        f"-m addrtype --dst-type LOCAL -j {KUBE_NODE_PORT}",
-        f"{_match_set('KUBE-CLUSTER-IP', 'dst,dst')} -j ACCEPT",
-        f"{_match_set('KUBE-LOAD-BALANCER', 'dst,dst')} -j ACCEPT",
-    ]
-    load_balancer = [
-        f"{_comment(comment['KUBE-LOAD-BALANCER-LOCAL'])} "
-        f"{_match_set('KUBE-LOAD-BALANCER-LOCAL', 'dst,dst')} -j RETURN",
-        f"-j {c.KUBE_MARK_MASQ}",
-    ]
-    node_port = []
-    for proto in ("tcp", "udp"):
-        local, every = f"KUBE-NODE-PORT-LOCAL-{proto.upper()}", f"KUBE-NODE-PORT-{proto.upper()}"
-        node_port += [
-            f"-p {proto} {_comment(comment[local])} {_match_set(local, 'dst')} -j RETURN",
-            f"-p {proto} {_comment(comment[every])} {_match_set(every, 'dst')} "
-            f"-j {c.KUBE_MARK_MASQ}",
-        ]
-    for local, every in [("KUBE-NODE-PORT-LOCAL-SCTP-HASH", "KUBE-NODE-PORT-SCTP-HASH")]:
-        node_port += [
-            f"-p sctp {_comment(comment[local])} {_match_set(local, 'dst,dst')} -j RETURN",
-            f"-p sctp {_comment(comment[every])} {_match_set(every, 'dst,dst')} "
-            f"-j {c.KUBE_MARK_MASQ}",
-        ]
-    mark = f"{opts.mark}/{opts.mark}"
-    postrouting = [
-        f"{_comment(comment['KUBE-LOOP-BACK'])} {_match_set('KUBE-LOOP-BACK', 'dst,dst,src')}"
-        " -j MASQUERADE",
-        f"-m mark ! --mark {mark} -j RETURN",
-        f"-j MARK --set-xmark {opts.mark}/0x0",
-        f"{_comment('kubernetes service traffic requiring SNAT')} -j MASQUERADE --random-fully",
-    ]
-    return [
-        Chain("PREROUTING", (f"{_comment('kubernetes service portals')} -j {c.KUBE_SERVICES}",)),
-        Chain("OUTPUT", (f"{_comment('kubernetes service portals')} -j {c.KUBE_SERVICES}",)),
-        Chain(
-            "POSTROUTING",
-            (f"{_comment('kubernetes postrouting rules')} -j {c.KUBE_POSTROUTING}",),
-        ),
-        Chain(c.KUBE_SERVICES, tuple(services)),
-        Chain(KUBE_LOAD_BALANCER, tuple(load_balancer)),
-        Chain(KUBE_NODE_PORT, tuple(node_port)),
-        Chain(c.KUBE_POSTROUTING, tuple(postrouting)),
-        Chain(c.KUBE_MARK_MASQ, (f"-j MARK --set-xmark {mark}",)),
-    ]
-
-
-def _filter_rules(opts: IpvsOptions, plan: IpvsPlan) -> list[Chain]:
-    comment = {s.name: s.comment for s in plan.ipsets}
-    mark = f"{opts.mark}/{opts.mark}"
-    forward = (
-        "-m conntrack --ctstate INVALID -j DROP",
-        f"{_comment('kubernetes forwarding rules')} -m mark --mark {mark} -j ACCEPT",
-        f"{_comment('kubernetes forwarding conntrack rule')} "
-        "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
-    )
-    health = f"{_comment(comment['KUBE-HEALTH-CHECK-NODE-PORT'])} " + spec(
-        _match_set("KUBE-HEALTH-CHECK-NODE-PORT", "dst"), "-j ACCEPT"
-    )
-    firewall = (
-        f"{_comment(comment['KUBE-LOAD-BALANCER-FW'])} "
-        f"{_match_set('KUBE-LOAD-BALANCER-FW', 'dst,dst')} -j {KUBE_SOURCE_RANGES_FIREWALL}",
-    )
-    source_ranges = (
-        f"{_match_set('KUBE-LOAD-BALANCER-SOURCE-CIDR', 'dst,dst,src')} -j RETURN",
-        f"{_match_set('KUBE-LOAD-BALANCER-SOURCE-IP', 'dst,dst,src')} -j RETURN",
-        "-j DROP",
-    )
-    ipvs_filter = (
-        *(
-            f"{_match_set(name, 'dst,dst')} -j RETURN"
-            for name in (
-                "KUBE-LOAD-BALANCER",
-                "KUBE-CLUSTER-IP",
-                "KUBE-EXTERNAL-IP",
-                "KUBE-EXTERNAL-IP-LOCAL",
-            )
-        ),
-        f"{_match_set('KUBE-HEALTH-CHECK-NODE-PORT', 'dst')} -j RETURN",
-        # Anything else sent to an address only bound for IPVS is no Service port: refuse it.
-        "-m conntrack --ctstate NEW "
-        f"{_match_set('KUBE-IPVS-IPS', 'dst')} -j REJECT --reject-with icmp-port-unreachable",
-    )
-    jump = "-m conntrack --ctstate NEW"
-    return [
-        Chain(
-            "INPUT",
-            (
-                f"{jump} {_comment('kube-proxy firewall rules')} -j {c.KUBE_PROXY_FIREWALL}",
-                f"{_comment('kubernetes health check rules')} -j {KUBE_NODE_PORT}",
-                f"{_comment('kubernetes ipvs access filter')} -j {KUBE_IPVS_FILTER}",
-            ),
-        ),
-        Chain(
-            "FORWARD",
-            (
-                f"{jump} {_comment('kube-proxy firewall rules')} -j {c.KUBE_PROXY_FIREWALL}",
-                f"{_comment('kubernetes forwarding rules')} -j {c.KUBE_FORWARD}",
-            ),
-        ),
-        Chain(
-            "OUTPUT",
-            (f"{jump} {_comment('kube-proxy firewall rules')} -j {c.KUBE_PROXY_FIREWALL}",),
-        ),
-        Chain(c.KUBE_FORWARD, forward),
-        Chain(KUBE_NODE_PORT, (health,)),
-        Chain(c.KUBE_PROXY_FIREWALL, firewall),
-        Chain(KUBE_SOURCE_RANGES_FIREWALL, source_ranges),
-        Chain(KUBE_IPVS_FILTER, ipvs_filter),
-    ]
-
-
-def render_ipvs_ruleset(plan: IpvsPlan, opts: IpvsOptions) -> Ruleset:
-    """The iptables rules IPVS mode needs: masquerade, NodePort marking and filtering."""
-    return Ruleset(
-        (
-            Table("filter", tuple(_filter_rules(opts, plan))),
-            Table("nat", tuple(_nat_rules(opts, plan))),
-        )
-    )
-
-
-# --- --dry-run ---------------------------------------------------------------------------------
-
-
-def format_ipvs(plan: IpvsPlan) -> str:
-    """The virtual servers as `ipvsadm -Sn` would list them (with the Service as a comment)."""
-    flag = {"tcp": "-t", "udp": "-u", "sctp": "--sctp-service"}
-    lines = []
-    for server in plan.virtual_servers:
-        target = f"{server.address}:{server.port}"
-        persistent = f" -p {server.persistence}" if server.persistence is not None else ""
-        lines.append(f"# {server.comment}")
-        lines.append(f"-A {flag[server.protocol]} {target} -s {server.scheduler}{persistent}")
-        for real in server.real_servers:
-            destination = f"{real.address}:{real.port}"
-            lines.append(
-                f"-a {flag[server.protocol]} {target} -r {destination} -m -w {real.weight}"
-            )
-    return "\n".join(lines) + ("\n" if lines else "")
-
-
-def format_ipsets(sets: Sequence[IPSet]) -> str:
-    """The ipsets as `ipset restore` input."""
-    lines = []
-    for ipset in sets:
-        lines.append(f"create {ipset.name} {ipset.type} {ipset.create_options}")
-        lines.extend(f"add {ipset.name} {entry}" for entry in ipset.entries)
-    return "\n".join(lines) + "\n"
-
-
-def render_ipvs_state(state: ProxyState, opts: IpvsOptions) -> Ruleset:
-    """The IPVS-mode iptables rules for a state (the iptables syncer's renderer in IPVS mode)."""
-    return render_ipvs_ruleset(plan_ipvs(state, opts), opts)
