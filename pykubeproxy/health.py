@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-TAINT_TO_BE_DELETED = "ToBeDeletedByClusterAutoscaler"
+from pykubeproxy.api import TAINT_TO_BE_DELETED
 
 
 def node_eligible(node: Mapping[str, object] | None) -> bool:

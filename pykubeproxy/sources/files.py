@@ -9,10 +9,10 @@ from pathlib import Path
 
 import yaml
 
+from pykubeproxy.api import KINDS
 from pykubeproxy.model import Skipped
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
-KINDS = ("Service", "EndpointSlice", "Node")
 
 
 class ManifestError(Exception):

@@ -15,9 +15,16 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pykubeproxy.api import (
+    LABEL_HEADLESS,
+    LABEL_SERVICE_PROXY_NAME,
+    ListJSON,
+    ListMeta,
+    ObjectJSON,
+    WatchEventJSON,
+)
 from pykubeproxy.log import get_logger
 from pykubeproxy.store import Store
-from pykubeproxy.translate import LABEL_HEADLESS, LABEL_SERVICE_PROXY_NAME
 
 log = get_logger("pykubeproxy.sources.kube")
 
@@ -180,16 +187,16 @@ class Reflector:
         return response
 
     def _list(self) -> None:
-        items: list[Mapping[str, object]] = []
+        items: list[ObjectJSON] = []
         token = ""
         while True:
             response = self._call(limit=self.timing.page_size, _continue=token or None)
             try:
-                page = json.loads(response.data)
+                page: ListJSON = json.loads(response.data)
             finally:
                 response.release_conn()
             items.extend(page.get("items") or [])
-            metadata = page.get("metadata") or {}
+            metadata = page.get("metadata") or ListMeta()
             token = metadata.get("continue") or ""
             if not token:
                 break
@@ -227,7 +234,7 @@ class Reflector:
         if active is not None:
             active.close()
 
-    def _apply(self, event: Mapping[str, Any]) -> None:
+    def _apply(self, event: WatchEventJSON) -> None:
         kind, obj = event.get("type"), event.get("object") or {}
         if kind == "ERROR":
             code = obj.get("code")
@@ -265,11 +272,11 @@ def api_client(config_file: str, master: str) -> Any:
 
     configuration = k8s_client.Configuration()
     if config_file:
-        k8s_config.load_kube_config(config_file=config_file, client_configuration=configuration)
+        k8s_config.load_kube_config(config_file=config_file, client_configuration=configuration)  # type: ignore[no-untyped-call]
     else:
         try:
             # In a Pod: the ServiceAccount's token and CA, even when --master names the server.
-            k8s_config.load_incluster_config(client_configuration=configuration)
+            k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except k8s_config.ConfigException:
             if not master:
                 raise
@@ -288,16 +295,18 @@ def requesters(api: Any, node_name: str) -> dict[str, Requester]:
     core = k8s_client.CoreV1Api(api)
     discovery = k8s_client.DiscoveryV1Api(api)
 
+    # With _preload_content=False (Reflector._call) the client returns its raw response, not the
+    # model class its annotations name: hence the ignored return types.
     def services(**query: Any) -> Response:
-        return core.list_service_for_all_namespaces(label_selector=PROXY_LABEL_SELECTOR, **query)  # type: ignore[no-any-return]
+        return core.list_service_for_all_namespaces(label_selector=PROXY_LABEL_SELECTOR, **query)  # type: ignore[return-value]
 
     def endpoint_slices(**query: Any) -> Response:
-        return discovery.list_endpoint_slice_for_all_namespaces(  # type: ignore[no-any-return]
+        return discovery.list_endpoint_slice_for_all_namespaces(  # type: ignore[return-value]
             label_selector=PROXY_LABEL_SELECTOR, **query
         )
 
     def nodes(**query: Any) -> Response:
-        return core.list_node(field_selector=f"metadata.name={node_name}", **query)  # type: ignore[no-any-return]
+        return core.list_node(field_selector=f"metadata.name={node_name}", **query)  # type: ignore[return-value]
 
     return {"Service": services, "EndpointSlice": endpoint_slices, "Node": nodes}
 
