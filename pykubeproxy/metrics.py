@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable, Sequence
 
 from prometheus_client import (
@@ -20,6 +19,7 @@ from prometheus_client.process_collector import ProcessCollector
 from pykubeproxy.backends.iptables.chains import BUILTIN_CHAINS
 from pykubeproxy.backends.iptables.ruleset import Ruleset
 from pykubeproxy.model import ProxyState
+from pykubeproxy.timestamps import parse_rfc3339
 from pykubeproxy.translate import categorize_endpoints
 
 SUBSYSTEM = "kubeproxy"
@@ -33,14 +33,6 @@ PROGRAMMING_BUCKETS = (
     *range(60, 120, 5),
     *range(120, 301, 30),
 )
-
-
-def _parse_time(text: str) -> dt.datetime | None:
-    try:
-        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 class ProxyMetrics:
@@ -204,7 +196,7 @@ class ProxyMetrics:
         self.service_changes.inc(service_changes)
         self.endpoint_changes.inc(endpoint_changes)
         for text in trigger_times:
-            when = _parse_time(text)
+            when = parse_rfc3339(text)
             if when is not None and when.timestamp() > self.started:
                 self.network_programming.labels(family).observe(max(now - when.timestamp(), 0))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import time
 from collections import Counter
@@ -13,6 +12,7 @@ from pykubeproxy.health import ProxyHealth, node_eligible
 from pykubeproxy.metrics import ProxyMetrics
 from pykubeproxy.servers import LastSync, RulesView
 from pykubeproxy.store import Store
+from pykubeproxy.timestamps import rfc3339
 
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 _NUMBER = re.compile(r"\d+(?:[.:/]\d+)*")
@@ -21,10 +21,6 @@ _NUMBER = re.compile(r"\d+(?:[.:/]\d+)*")
 def reason_class(reason: str) -> str:
     """A skip reason without its object-specific values, so it can label a metric."""
     return _NUMBER.sub("N", _QUOTED.sub("…", reason))[:80]
-
-
-def _rfc3339(timestamp: float) -> str:
-    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def _written_per_table(payloads: tuple[str, ...]) -> dict[str, int]:
@@ -65,7 +61,7 @@ def observe(
             # The snapshot took these changes out of the store: count them now or never.
             metrics.service_changes.inc(report.snapshot.service_changes)
             metrics.endpoint_changes.inc(report.snapshot.endpoint_changes)
-            rules.record(LastSync(ruleset, _rfc3339(now), False, report.error))
+            rules.record(LastSync(ruleset, rfc3339(now), False, report.error))
             return
         snapshot, state = report.snapshot, report.desired.state
         metrics.synced(
@@ -86,11 +82,11 @@ def observe(
         for (kind, reason), count in skipped.items():
             metrics.skipped.labels(kind, reason).set(count)
         node = next(
-            (n for n in snapshot.nodes if (n.get("metadata") or {}).get("name") == state.node.name),  # type: ignore[union-attr]
+            (n for n in snapshot.nodes if (n.get("metadata") or {}).get("name") == state.node.name),  # type: ignore[attr-defined]
             None,
         )
         health.updated(node_eligible=node_eligible(node))
-        rules.record(LastSync(ruleset, _rfc3339(now), True, ""))
+        rules.record(LastSync(ruleset, rfc3339(now), True, ""))
 
     store.on_change(changed)
     proxy.observers.append(synced)
