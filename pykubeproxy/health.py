@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-TAINT_TO_BE_DELETED = "ToBeDeletedByClusterAutoscaler"
+from pykubeproxy.api import TAINT_TO_BE_DELETED
+from pykubeproxy.timestamps import rfc3339
 
 
 def node_eligible(node: Mapping[str, object] | None) -> bool:
@@ -24,12 +24,6 @@ def node_eligible(node: Mapping[str, object] | None) -> bool:
     if isinstance(taints, list):
         return not any(isinstance(t, dict) and t.get("key") == TAINT_TO_BE_DELETED for t in taints)
     return True
-
-
-def _format(timestamp: float | None) -> str:
-    if timestamp is None:
-        return ""
-    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +71,7 @@ class ProxyHealth:
             last = self._last_updated
         if include_node:
             healthy = healthy and eligible
-        body = {"lastUpdated": _format(last), "currentTime": _format(now)}
+        body = {"lastUpdated": "" if last is None else rfc3339(last), "currentTime": rfc3339(now)}
         if include_node:
             body["nodeEligible"] = eligible  # type: ignore[assignment]
         return HealthReport(healthy, json.dumps(body))

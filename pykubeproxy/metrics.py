@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Annotated, TypeAlias, get_args, get_origin, get_type_hints
 
 from prometheus_client import (
     CollectorRegistry,
@@ -14,13 +15,14 @@ from prometheus_client import (
     disable_created_metrics,
 )
 from prometheus_client.gc_collector import GCCollector
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from pykubeproxy.model import ProxyState
 from pykubeproxy.selection import categorize_endpoints
+from pykubeproxy.timestamps import parse_rfc3339
 
-SUBSYSTEM = "kubeproxy"
 # exponential buckets 0.001 x 2^k, k = 0..14, as kube-proxy's sync histograms
 SYNC_BUCKETS = tuple(0.001 * 2**k for k in range(15))
 # 0.25, 0.5, 1..59 by 1, 60..115 by 5, 120..300 by 30: kube-proxy's network programming buckets
@@ -31,18 +33,218 @@ PROGRAMMING_BUCKETS = (
     *range(60, 120, 5),
     *range(120, 301, 30),
 )
+_FAMILY = ("ip_family",)
+
+MetricType: TypeAlias = type[Counter] | type[Gauge] | type[Histogram] | type[Info]
 
 
-def _parse_time(text: str) -> dt.datetime | None:
-    try:
-        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+@dataclass(frozen=True, slots=True)
+class Declaration:
+    """How one metric is registered; its type is the one it annotates in ProxyMetrics."""
+
+    name: str
+    help: str
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] = ()
+    # Label values whose series exist (at zero) before the first sync, as kube-proxy's do.
+    values: tuple[str, ...] = ()
+
+    def register(
+        self, kind: MetricType, *, registry: CollectorRegistry, ip_family: str
+    ) -> MetricWrapperBase:
+        metric: MetricWrapperBase
+        if issubclass(kind, Histogram):
+            metric = kind(
+                self.name, self.help, self.labels, buckets=self.buckets, registry=registry
+            )
+        else:
+            metric = kind(self.name, self.help, self.labels, registry=registry)
+        # Series labelled by IP family exist for the proxy's own family.
+        values = (ip_family,) if self.labels == _FAMILY else self.values
+        for value in values:
+            metric.labels(value)
+        return metric
+
+
+def _declared(cls: type) -> Iterator[tuple[str, MetricType, Declaration]]:
+    """The metrics a class declares: attribute, type and declaration, in the order written."""
+    for attribute, hint in get_type_hints(cls, include_extras=True).items():
+        if get_origin(hint) is Annotated:
+            kind, declaration = get_args(hint)
+            yield attribute, kind, declaration
 
 
 class ProxyMetrics:
-    """kube-proxy's metrics for one proxy, registered in the registry given."""
+    """kube-proxy's metrics for one proxy, registered in the registry given.
+
+    Each metric is an attribute annotated with its type and how it is declared; they are
+    registered in the order written here, which is the order /metrics lists them in.
+    """
+
+    started: float
+    ip_family: str
+    sync_duration: Annotated[
+        Histogram,
+        Declaration(
+            "kubeproxy_sync_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds",
+            labels=_FAMILY,
+            buckets=SYNC_BUCKETS,
+        ),
+    ]
+    full_sync_duration: Annotated[
+        Histogram,
+        Declaration(
+            "kubeproxy_sync_full_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds for full resyncs",
+            labels=_FAMILY,
+            buckets=SYNC_BUCKETS,
+        ),
+    ]
+    partial_sync_duration: Annotated[
+        Histogram,
+        Declaration(
+            "kubeproxy_sync_partial_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds for partial resyncs",
+            labels=_FAMILY,
+            buckets=SYNC_BUCKETS,
+        ),
+    ]
+    network_programming: Annotated[
+        Histogram,
+        Declaration(
+            "kubeproxy_network_programming_duration_seconds",
+            "In Cluster Network Programming Latency in seconds",
+            labels=_FAMILY,
+            buckets=PROGRAMMING_BUCKETS,
+        ),
+    ]
+    last_sync: Annotated[
+        Gauge,
+        Declaration(
+            "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+            "The last time proxy rules were successfully synced",
+        ),
+    ]
+    last_queued: Annotated[
+        Gauge,
+        Declaration(
+            "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds",
+            "The last time a sync of proxy rules was queued",
+        ),
+    ]
+    endpoint_changes_pending: Annotated[
+        Gauge,
+        Declaration(
+            "kubeproxy_sync_proxy_rules_endpoint_changes_pending",
+            "Pending proxy rules Endpoint changes",
+        ),
+    ]
+    endpoint_changes: Annotated[
+        Counter,
+        Declaration(
+            "kubeproxy_sync_proxy_rules_endpoint_changes_total",
+            "Cumulative proxy rules Endpoint changes",
+        ),
+    ]
+    service_changes_pending: Annotated[
+        Gauge,
+        Declaration(
+            "kubeproxy_sync_proxy_rules_service_changes_pending",
+            "Pending proxy rules Service changes",
+        ),
+    ]
+    service_changes: Annotated[
+        Counter,
+        Declaration(
+            "kubeproxy_sync_proxy_rules_service_changes_total",
+            "Cumulative proxy rules Service changes",
+        ),
+    ]
+    restore_failures: Annotated[
+        Counter,
+        Declaration(
+            "kubeproxy_sync_proxy_rules_iptables_restore_failures_total",
+            "Cumulative proxy iptables restore failures",
+        ),
+    ]
+    partial_restore_failures: Annotated[
+        Counter,
+        Declaration(
+            "kubeproxy_sync_proxy_rules_iptables_partial_restore_failures_total",
+            "Cumulative proxy iptables partial restore failures",
+        ),
+    ]
+    rules_total: Annotated[
+        Gauge,
+        Declaration(
+            "kubeproxy_sync_proxy_rules_iptables_total",
+            "Total number of iptables rules owned by the proxy",
+            labels=("table",),
+            values=("filter", "nat"),
+        ),
+    ]
+    rules_last: Annotated[
+        Gauge,
+        Declaration(
+            "kubeproxy_sync_proxy_rules_iptables_last",
+            "Number of iptables rules written by the proxy in last sync",
+            labels=("table",),
+            values=("filter", "nat"),
+        ),
+    ]
+    no_local_endpoints: Annotated[
+        Gauge,
+        Declaration(
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total",
+            "Number of services with a Local traffic policy and no endpoints",
+            labels=("traffic_policy",),
+            values=("internal", "external"),
+        ),
+    ]
+    healthz: Annotated[
+        Counter,
+        Declaration(
+            "kubeproxy_proxy_healthz_total",
+            "Cumulative proxy healthz HTTP status",
+            labels=("code",),
+        ),
+    ]
+    livez: Annotated[
+        Counter,
+        Declaration(
+            "kubeproxy_proxy_livez_total",
+            "Cumulative proxy livez HTTP status",
+            labels=("code",),
+        ),
+    ]
+    # Our own, beyond kube-proxy's.
+    skipped: Annotated[
+        Gauge,
+        Declaration(
+            "pykubeproxy_skipped_objects",
+            "Objects not programmed because they are invalid, by kind and reason class",
+            labels=("kind", "reason"),
+        ),
+    ]
+    rejected: Annotated[
+        Counter,
+        Declaration(
+            "pykubeproxy_rejected_service_ports_total",
+            "Service ports whose rules the kernel refused, so they were left out of a sync",
+        ),
+    ]
+    noop_syncs: Annotated[
+        Counter,
+        Declaration(
+            "pykubeproxy_sync_proxy_rules_unchanged_total",
+            "Syncs that found the kernel already holding the desired rules and wrote nothing",
+        ),
+    ]
+    backend: Annotated[
+        Info,
+        Declaration("pykubeproxy_backend", "The proxy mode and kernel interface in use"),
+    ]
 
     def __init__(
         self, registry: CollectorRegistry, *, started: float, ip_family: str = "IPv4"
@@ -50,130 +252,9 @@ class ProxyMetrics:
         # Trigger times from before we started describe changes someone else programmed.
         self.started = started
         self.ip_family = ip_family
-        name = f"{SUBSYSTEM}_sync_proxy_rules"
-
-        def histogram(metric: str, help_text: str, buckets: Sequence[float]) -> Histogram:
-            return Histogram(metric, help_text, ["ip_family"], buckets=buckets, registry=registry)
-
-        self.sync_duration = histogram(
-            f"{name}_duration_seconds", "SyncProxyRules latency in seconds", SYNC_BUCKETS
-        )
-        self.full_sync_duration = histogram(
-            f"{SUBSYSTEM}_sync_full_proxy_rules_duration_seconds",
-            "SyncProxyRules latency in seconds for full resyncs",
-            SYNC_BUCKETS,
-        )
-        self.partial_sync_duration = histogram(
-            f"{SUBSYSTEM}_sync_partial_proxy_rules_duration_seconds",
-            "SyncProxyRules latency in seconds for partial resyncs",
-            SYNC_BUCKETS,
-        )
-        self.network_programming = histogram(
-            f"{SUBSYSTEM}_network_programming_duration_seconds",
-            "In Cluster Network Programming Latency in seconds",
-            PROGRAMMING_BUCKETS,
-        )
-        self.last_sync = Gauge(
-            f"{name}_last_timestamp_seconds",
-            "The last time proxy rules were successfully synced",
-            registry=registry,
-        )
-        self.last_queued = Gauge(
-            f"{name}_last_queued_timestamp_seconds",
-            "The last time a sync of proxy rules was queued",
-            registry=registry,
-        )
-        self.endpoint_changes_pending = Gauge(
-            f"{name}_endpoint_changes_pending",
-            "Pending proxy rules Endpoint changes",
-            registry=registry,
-        )
-        self.endpoint_changes = Counter(
-            f"{name}_endpoint_changes_total",
-            "Cumulative proxy rules Endpoint changes",
-            registry=registry,
-        )
-        self.service_changes_pending = Gauge(
-            f"{name}_service_changes_pending",
-            "Pending proxy rules Service changes",
-            registry=registry,
-        )
-        self.service_changes = Counter(
-            f"{name}_service_changes_total",
-            "Cumulative proxy rules Service changes",
-            registry=registry,
-        )
-        self.restore_failures = Counter(
-            f"{name}_iptables_restore_failures_total",
-            "Cumulative proxy iptables restore failures",
-            registry=registry,
-        )
-        self.partial_restore_failures = Counter(
-            f"{name}_iptables_partial_restore_failures_total",
-            "Cumulative proxy iptables partial restore failures",
-            registry=registry,
-        )
-        self.rules_total = Gauge(
-            f"{name}_iptables_total",
-            "Total number of iptables rules owned by the proxy",
-            ["table"],
-            registry=registry,
-        )
-        self.rules_last = Gauge(
-            f"{name}_iptables_last",
-            "Number of iptables rules written by the proxy in last sync",
-            ["table"],
-            registry=registry,
-        )
-        self.no_local_endpoints = Gauge(
-            f"{name}_no_local_endpoints_total",
-            "Number of services with a Local traffic policy and no endpoints",
-            ["traffic_policy"],
-            registry=registry,
-        )
-        self.healthz = Counter(
-            f"{SUBSYSTEM}_proxy_healthz_total",
-            "Cumulative proxy healthz HTTP status",
-            ["code"],
-            registry=registry,
-        )
-        self.livez = Counter(
-            f"{SUBSYSTEM}_proxy_livez_total",
-            "Cumulative proxy livez HTTP status",
-            ["code"],
-            registry=registry,
-        )
-        self.skipped = Gauge(
-            "pykubeproxy_skipped_objects",
-            "Objects not programmed because they are invalid, by kind and reason class",
-            ["kind", "reason"],
-            registry=registry,
-        )
-        self.rejected = Counter(
-            "pykubeproxy_rejected_service_ports_total",
-            "Service ports whose rules the kernel refused, so they were left out of a sync",
-            registry=registry,
-        )
-        self.noop_syncs = Counter(
-            "pykubeproxy_sync_proxy_rules_unchanged_total",
-            "Syncs that found the kernel already holding the desired rules and wrote nothing",
-            registry=registry,
-        )
-        self.backend = Info(
-            "pykubeproxy_backend", "The proxy mode and kernel interface in use", registry=registry
-        )
-        for table in ("filter", "nat"):
-            self.rules_total.labels(table)
-            self.rules_last.labels(table)
-        for policy in ("internal", "external"):
-            self.no_local_endpoints.labels(policy)
-        for histogram_metric in (
-            self.sync_duration,
-            self.full_sync_duration,
-            self.partial_sync_duration,
-            self.network_programming,
-        ):
-            histogram_metric.labels(ip_family)
+        for attribute, kind, declaration in _declared(ProxyMetrics):
+            metric = declaration.register(kind, registry=registry, ip_family=ip_family)
+            setattr(self, attribute, metric)
 
     def queued(self, now: float) -> None:
         """A change arrived that needs a sync."""
@@ -202,7 +283,7 @@ class ProxyMetrics:
         self.service_changes.inc(service_changes)
         self.endpoint_changes.inc(endpoint_changes)
         for text in trigger_times:
-            when = _parse_time(text)
+            when = parse_rfc3339(text)
             if when is not None and when.timestamp() > self.started:
                 self.network_programming.labels(family).observe(max(now - when.timestamp(), 0))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import time
 from collections import Counter
@@ -13,6 +12,7 @@ from pykubeproxy.metrics import ProxyMetrics
 from pykubeproxy.proxy import SyncReport
 from pykubeproxy.servers import LastSync, RulesView
 from pykubeproxy.store import Store
+from pykubeproxy.timestamps import rfc3339
 
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 _NUMBER = re.compile(r"\d+(?:[.:/]\d+)*")
@@ -21,10 +21,6 @@ _NUMBER = re.compile(r"\d+(?:[.:/]\d+)*")
 def reason_class(reason: str) -> str:
     """A skip reason without its object-specific values, so it can label a metric."""
     return _NUMBER.sub("N", _QUOTED.sub("…", reason))[:80]
-
-
-def _rfc3339(timestamp: float) -> str:
-    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def _node_object(report: SyncReport) -> Mapping[str, object] | None:
@@ -92,11 +88,11 @@ class Observer:
         for (kind, reason), count in skipped.items():
             self.metrics.skipped.labels(kind, reason).set(count)
         self.health.updated(node_eligible=node_eligible(_node_object(report)))
-        self.rules.record(LastSync(outcome.desired, _rfc3339(now), True, ""))
+        self.rules.record(LastSync(outcome.desired, rfc3339(now), True, ""))
 
     def _failed(self, report: SyncReport, now: float) -> None:
         # The snapshot took these changes out of the store: count them now or never.
         self.metrics.service_changes.inc(report.snapshot.service_changes)
         self.metrics.endpoint_changes.inc(report.snapshot.endpoint_changes)
         if report.desired is not None:
-            self.rules.record(LastSync(report.desired, _rfc3339(now), False, report.error))
+            self.rules.record(LastSync(report.desired, rfc3339(now), False, report.error))

@@ -10,9 +10,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from pykubeproxy.translate import ANNOTATION_TRIGGER_TIME
-
-KINDS = ("Service", "EndpointSlice", "Node")
+from pykubeproxy.api import ANNOTATION_TRIGGER_TIME, KINDS
 
 
 def object_key(obj: Mapping[str, object]) -> str:

@@ -1,7 +1,8 @@
 """Every Kubernetes semantic kube-proxy applies: API JSON and this node → a ProxyState.
 
 The input is untrusted decoded JSON (from files or the API). Each object is checked on its own;
-an invalid one is skipped with a reason and never stops the others from being programmed.
+an invalid one is skipped with a reason and never stops the others from being programmed. The
+fields read are those pykubeproxy.api's TypedDicts describe; each is checked, never trusted.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+from pykubeproxy.api import LABEL_HEADLESS, LABEL_SERVICE_NAME, LABEL_SERVICE_PROXY_NAME
 from pykubeproxy.model import (
     Endpoint,
     Node,
@@ -22,12 +24,6 @@ from pykubeproxy.model import (
     Skipped,
     TrafficPolicy,
 )
-
-# Objects carrying either label are not ours to proxy (kube-proxy filters them in its informers).
-LABEL_SERVICE_PROXY_NAME = "service.kubernetes.io/service-proxy-name"
-LABEL_HEADLESS = "service.kubernetes.io/headless"
-LABEL_SERVICE_NAME = "kubernetes.io/service-name"
-ANNOTATION_TRIGGER_TIME = "endpoints.kubernetes.io/last-change-trigger-time"
 
 DEFAULT_AFFINITY_TIMEOUT = 10800  # seconds, the API default for ClientIP affinity
 MAX_AFFINITY_TIMEOUT = 86400

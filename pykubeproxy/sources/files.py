@@ -10,13 +10,13 @@ from pathlib import Path
 
 import yaml
 
+from pykubeproxy.api import KINDS
 from pykubeproxy.log import get_logger
 from pykubeproxy.model import Skipped
 from pykubeproxy.store import Store
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 FILE_POLL_INTERVAL = 1.0  # seconds between looks at the manifests' modification times
-KINDS = ("Service", "EndpointSlice", "Node")
 
 
 class ManifestError(Exception):

@@ -15,9 +15,16 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
+from pykubeproxy.api import (
+    LABEL_HEADLESS,
+    LABEL_SERVICE_PROXY_NAME,
+    ListJSON,
+    ListMeta,
+    ObjectJSON,
+    WatchEventJSON,
+)
 from pykubeproxy.log import get_logger
 from pykubeproxy.store import Store
-from pykubeproxy.translate import LABEL_HEADLESS, LABEL_SERVICE_PROXY_NAME
 
 log = get_logger("pykubeproxy.sources.kube")
 
@@ -180,16 +187,16 @@ class Reflector:
         return response
 
     def _list(self) -> None:
-        items: list[Mapping[str, object]] = []
+        items: list[ObjectJSON] = []
         token = ""
         while True:
             response = self._call(limit=self.timing.page_size, _continue=token or None)
             try:
-                page = json.loads(response.data)
+                page: ListJSON = json.loads(response.data)
             finally:
                 response.release_conn()
             items.extend(page.get("items") or [])
-            metadata = page.get("metadata") or {}
+            metadata = page.get("metadata") or ListMeta()
             token = metadata.get("continue") or ""
             if not token:
                 break
@@ -227,7 +234,7 @@ class Reflector:
         if active is not None:
             active.close()
 
-    def _apply(self, event: Mapping[str, Any]) -> None:
+    def _apply(self, event: WatchEventJSON) -> None:
         kind, obj = event.get("type"), event.get("object") or {}
         if kind == "ERROR":
             code = obj.get("code")

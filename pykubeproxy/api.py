@@ -1,12 +1,28 @@
-"""The shape of the Kubernetes API JSON we read, as TypedDicts (only the fields we use).
+"""The Kubernetes API vocabulary we read: kinds, labels, annotations and JSON shapes.
 
-These describe well-formed objects. Input from files or the API may still be malformed, so
-translate.py checks every field it reads instead of trusting these types.
+The TypedDicts describe well-formed objects (only the fields we use), as the API server sends
+them. Objects from manifest files may be malformed, so translate.py checks every field it reads
+instead of trusting these types.
+
+This module sits below both the sources and translate: it declares names, and does nothing.
 """
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import TypeAlias, TypedDict
+
+# The kinds kube-proxy follows, in the order the store and the manifest reader keep them.
+KINDS = ("Service", "EndpointSlice", "Node")
+
+# Objects carrying either label are not ours to proxy (kube-proxy filters them in its informers).
+LABEL_SERVICE_PROXY_NAME = "service.kubernetes.io/service-proxy-name"
+LABEL_HEADLESS = "service.kubernetes.io/headless"
+# The Service an EndpointSlice belongs to.
+LABEL_SERVICE_NAME = "kubernetes.io/service-name"
+# When the change an EndpointSlice carries happened (for the network programming latency).
+ANNOTATION_TRIGGER_TIME = "endpoints.kubernetes.io/last-change-trigger-time"
+# The cluster autoscaler's taint on a Node it is about to delete.
+TAINT_TO_BE_DELETED = "ToBeDeletedByClusterAutoscaler"
 
 
 class ObjectMeta(TypedDict, total=False):
@@ -114,6 +130,16 @@ class NodeAddress(TypedDict):
     address: str
 
 
+class Taint(TypedDict, total=False):
+    key: str
+    value: str
+    effect: str
+
+
+class NodeSpec(TypedDict, total=False):
+    taints: list[Taint]
+
+
 class NodeStatus(TypedDict, total=False):
     addresses: list[NodeAddress]
 
@@ -122,4 +148,34 @@ class NodeJSON(TypedDict, total=False):
     apiVersion: str
     kind: str
     metadata: ObjectMeta
+    spec: NodeSpec
     status: NodeStatus
+
+
+# An object of one of the KINDS.
+ObjectJSON: TypeAlias = ServiceJSON | EndpointSliceJSON | NodeJSON
+
+
+# --- the envelopes of list and watch responses ---------------------------------------------
+
+# `continue` is a Python keyword, hence the functional form.
+ListMeta = TypedDict("ListMeta", {"resourceVersion": str, "continue": str}, total=False)
+
+
+class ListJSON(TypedDict, total=False):
+    metadata: ListMeta
+    items: list[ObjectJSON]
+
+
+class StatusJSON(TypedDict, total=False):
+    """What an ERROR watch event carries instead of an object (code 410: history expired)."""
+
+    metadata: ListMeta
+    code: int
+    message: str
+    reason: str
+
+
+class WatchEventJSON(TypedDict, total=False):
+    type: str  # ADDED, MODIFIED, DELETED, BOOKMARK or ERROR
+    object: ObjectJSON | StatusJSON  # BOOKMARK: only metadata.resourceVersion is set
