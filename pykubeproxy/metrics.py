@@ -241,6 +241,14 @@ class ProxyMetrics:
             "Syncs that found the kernel already holding the desired rules and wrote nothing",
         ),
     ]
+    kernel_operations: Annotated[
+        Counter,
+        Declaration(
+            "pykubeproxy_kernel_operations_total",
+            "Kernel changes besides rule writes (IPVS virtual and real servers, addresses, "
+            "ipsets), by sync",
+        ),
+    ]
     backend: Annotated[
         Info,
         Declaration("pykubeproxy_backend", "The proxy mode and kernel interface in use"),

@@ -81,6 +81,7 @@ class Observer:
         self.metrics.rules(owned=outcome.desired.rule_counts(), written=outcome.rules_written)
         self.metrics.traffic_policies(state)
         self.metrics.rejected.inc(len(outcome.rejected))
+        self.metrics.kernel_operations.inc(len(outcome.operations))
         if not outcome.wrote:
             self.metrics.noop_syncs.inc()
         skipped = Counter((s.kind, reason_class(s.reason)) for s in state.skipped if s.invalid)
