@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pykubeproxy.backends.iptables.assemble import render_ruleset
 from pykubeproxy.backends.iptables.diff import normalize_rule, plan_restore
 from pykubeproxy.backends.iptables.kernel import (
     Iptables,
@@ -17,7 +18,7 @@ from pykubeproxy.backends.iptables.kernel import (
     KernelIptables,
     detect_backend,
 )
-from pykubeproxy.backends.iptables.render import RenderOptions, render_ruleset
+from pykubeproxy.backends.iptables.render import RenderOptions
 from pykubeproxy.backends.iptables.ruleset import Ruleset
 from pykubeproxy.backends.iptables.sync import IptablesSyncer
 from pykubeproxy.model import Endpoint, Node, Protocol, ProxyState, ServicePort, ServicePortName

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from conftest import need_root_and
 
+from pykubeproxy.backends.iptables.assemble import render_ruleset
 from pykubeproxy.backends.iptables.diff import normalize_rule
 from pykubeproxy.backends.iptables.kernel import IptablesBinaries, KernelIptables
-from pykubeproxy.backends.iptables.render import RenderOptions, render_ruleset
+from pykubeproxy.backends.iptables.render import RenderOptions
 from pykubeproxy.backends.iptables.ruleset import Ruleset
 from pykubeproxy.backends.iptables.sync import IptablesSyncer
 from pykubeproxy.backends.ipvs.ipsets import format_ipsets

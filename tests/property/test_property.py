@@ -18,8 +18,9 @@ from unit.rendering import (
     unknown_targets,
 )
 
+from pykubeproxy.backends.iptables.assemble import render_ruleset
 from pykubeproxy.backends.iptables.diff import normalize_rule
-from pykubeproxy.backends.iptables.render import RenderOptions, render_ruleset
+from pykubeproxy.backends.iptables.render import RenderOptions
 from pykubeproxy.backends.iptables.ruleset import format_restore
 from pykubeproxy.model import (
     Endpoint,

@@ -12,9 +12,9 @@ from typing import Any
 
 import yaml
 
+from pykubeproxy.backends.iptables.assemble import render_ruleset
 from pykubeproxy.backends.iptables.backend import render_options
 from pykubeproxy.backends.iptables.chains import BUILTIN_CHAINS
-from pykubeproxy.backends.iptables.render import render_ruleset
 from pykubeproxy.backends.iptables.ruleset import Ruleset, Table
 from pykubeproxy.config import CONFIG_KIND, Config, build_config, read_config_document
 from pykubeproxy.model import ProxyState

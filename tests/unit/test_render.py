@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pykubeproxy.backends.iptables.render import RenderOptions, probability, render_ruleset
+from pykubeproxy.backends.iptables.assemble import render_ruleset
+from pykubeproxy.backends.iptables.render import RenderOptions, probability
 from pykubeproxy.backends.iptables.ruleset import format_restore, quote, ruleset_to_json
 from pykubeproxy.model import Endpoint, Node, Protocol, ProxyState, ServicePort, ServicePortName
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pykubeproxy.backends.iptables import chains as c
-from pykubeproxy.backends.iptables.render import RenderOptions, render_ruleset
+from pykubeproxy.backends.iptables.assemble import render_ruleset
+from pykubeproxy.backends.iptables.render import RenderOptions
 from pykubeproxy.backends.iptables.ruleset import Ruleset
 from pykubeproxy.backends.ipvs.plan import IpvsOptions, plan_ipvs
 from pykubeproxy.backends.ipvs.rules import render_ipvs_ruleset

@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Mapping
 
 from pykubeproxy.backends import BackendError, Mode, SetupError, SyncOutcome
+from pykubeproxy.backends.iptables.assemble import render_ruleset
 from pykubeproxy.backends.iptables.kernel import (
     Iptables,
     IptablesBinaries,
@@ -16,7 +17,7 @@ from pykubeproxy.backends.iptables.kernel import (
     detect_backend,
 )
 from pykubeproxy.backends.iptables.memory import MemoryIptables
-from pykubeproxy.backends.iptables.render import RenderOptions, render_ruleset
+from pykubeproxy.backends.iptables.render import RenderOptions
 from pykubeproxy.backends.iptables.ruleset import Ruleset
 from pykubeproxy.backends.iptables.sync import IptablesSyncer, SyncResult, chunk_rules
 from pykubeproxy.config import Config
