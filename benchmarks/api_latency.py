@@ -20,14 +20,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-
-from api.fake_apiserver import (  # noqa: E402
-    FakeApiServer,
-    make_endpoint_slice,
-    make_node,
-    make_service,
-)
+sys.path.insert(0, str(REPO))  # the tests package, when run as a script
 
 from pykubeproxy.backends.iptables.backend import IptablesBackend  # noqa: E402
 from pykubeproxy.backends.iptables.kernel import IptablesBinaries, KernelIptables  # noqa: E402
@@ -37,6 +30,12 @@ from pykubeproxy.pipeline import NodeIdentity  # noqa: E402
 from pykubeproxy.proxy import Proxy, SyncReport  # noqa: E402
 from pykubeproxy.sources.kube import KubeSource, api_client, requesters  # noqa: E402
 from pykubeproxy.store import Store  # noqa: E402
+from tests.support.fake_apiserver import (  # noqa: E402
+    FakeApiServer,
+    make_endpoint_slice,
+    make_node,
+    make_service,
+)
 
 
 def endpoint_ip(service: int, generation: int) -> str:

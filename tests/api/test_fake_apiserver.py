@@ -13,7 +13,7 @@ import kubernetes
 import pytest
 import urllib3
 
-from .fake_apiserver import (
+from tests.support.fake_apiserver import (
     FakeApiServer,
     make_endpoint_slice,
     make_node,
@@ -409,7 +409,9 @@ def test_stall_watch_goes_silent_so_a_client_read_timeout_fires(
         with pytest.raises(urllib3.exceptions.ReadTimeoutError):
             read_events(iter(resp))
     assert 0.5 <= time.monotonic() - started < 2
-    assert apiserver.wait_until(lambda: apiserver.open_watches("services") == 0, timeout=2)
+    apiserver.wait_until(
+        lambda: apiserver.open_watches("services") == 0, what="no open watch", timeout=2
+    )
 
 
 def test_fail_next_answers_the_next_request_with_a_500_status(
@@ -499,4 +501,4 @@ def test_a_watch_must_be_read_through_one_line_iterator(
     with watch_services(core) as resp:
         assert summary(read_events(iter(resp), 1)) == [("ADDED", "a")]
         assert read_events(iter(resp)) == []
-    assert apiserver.wait_until(lambda: apiserver.open_watches() == 0, timeout=2)
+    apiserver.wait_until(lambda: apiserver.open_watches() == 0, what="no open watch", timeout=2)

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from .topology import Topology
+from tests.dataplane.topology import Topology
 
 REPO = Path(__file__).resolve().parents[2]
 

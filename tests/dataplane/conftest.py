@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .topology import Topology, missing_requirements, topology_context
+from tests.dataplane.topology import Topology, missing_requirements, topology_context
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from .cluster import endpoint_slice, node, service, sync_once, write_manifests
-from .topology import Topology
+from tests.dataplane.cluster import endpoint_slice, node, service, sync_once, write_manifests
+from tests.dataplane.topology import Topology
 
 HTTP = {"name": "http", "protocol": "TCP", "port": 80, "targetPort": 8080}
 DNS = {"name": "dns", "protocol": "UDP", "port": 53, "targetPort": 8080}

@@ -5,12 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
-from .topology import (
+from tests.dataplane.topology import (
     PREFIX_RE,
     Topology,
     missing_requirements,
@@ -19,6 +18,7 @@ from .topology import (
     remove_leftovers,
     topology_context,
 )
+from tests.support.wait import poll
 
 
 def _skip_without_privileges() -> None:
@@ -128,9 +128,13 @@ def test_teardown_stops_tracked_processes_and_removes_every_namespace() -> None:
         # Stands in for a long-running pykubeproxy in the node namespace, one that has a
         # child of its own which teardown does not track.
         sleeper = topo.start_process(topo.node_ns, ["sh", "-c", "sleep 30 & wait"])
-        deadline = time.monotonic() + 5
-        while len(pids := _netns_pids(topo.node_ns)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        pids = poll(
+            lambda: _netns_pids(topo.node_ns),
+            until=lambda found: len(found) >= 2,
+            what="the sleeper and its child in the node namespace",
+            timeout=5.0,
+            interval=0.02,
+        )
         assert sleeper.pid in pids and len(pids) == 2
         workdir = topo.workdir
     assert sleeper.returncode is not None

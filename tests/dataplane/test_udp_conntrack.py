@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .cluster import endpoint_slice, node, service, sync_once, write_manifests
-from .topology import Topology
+from tests.dataplane.cluster import endpoint_slice, node, service, sync_once, write_manifests
+from tests.dataplane.topology import Topology
 
 VIP = "10.96.7.53"
 DNS = {"name": "dns", "protocol": "UDP", "port": 53, "targetPort": 8080}

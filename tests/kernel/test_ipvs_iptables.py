@@ -6,7 +6,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import need_root_and
 
 from pykubeproxy.backends.iptables.diff import normalize_rule
 from pykubeproxy.backends.iptables.kernel import IptablesBinaries, KernelIptables
@@ -19,6 +18,7 @@ from pykubeproxy.backends.ipvs.rules import render_ipvs_ruleset, render_ipvs_sta
 from pykubeproxy.pipeline import NodeIdentity, translate_snapshot
 from pykubeproxy.sources.files import load_files
 from pykubeproxy.store import Store
+from tests.support.needs import need_root_and
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -22,10 +22,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -41,20 +43,6 @@ SYNC_PERIOD = "2s"  # short, so that a periodic full resync happens within a tes
 _PY = (sys.executable, "-I", "-S")  # the fetch helper is stdlib only: start it lean
 _CMD_TIMEOUT = 30.0
 _STOP_TIMEOUT = 5.0
-
-T = TypeVar("T")
-
-
-def wait_until(condition: Callable[[], T], *, what: str, timeout: float = 10.0) -> T:
-    """Poll `condition` until it returns something truthy; fail naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.1)
 
 
 def rfc3339_now() -> str:

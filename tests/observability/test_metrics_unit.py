@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 import pytest
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
-from support.fakes import FakeIptables
 
 from pykubeproxy.backends import SyncError, SyncOutcome
 from pykubeproxy.backends.iptables.backend import IptablesBackend
@@ -27,6 +26,7 @@ from pykubeproxy.pipeline import NodeIdentity
 from pykubeproxy.proxy import Proxy
 from pykubeproxy.servers import RulesView, health_routes
 from pykubeproxy.store import Store
+from tests.support.fakes import FakeIptables
 
 STARTED = 1_800_000_000.0  # when the proxy under test started (seconds since the epoch)
 TRIGGER = "endpoints.kubernetes.io/last-change-trigger-time"

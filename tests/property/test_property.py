@@ -11,12 +11,6 @@ from typing import Any
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from unit.rendering import (
-    rendered_rules,
-    restore_errors,
-    saved_rules,
-    unknown_targets,
-)
 
 from pykubeproxy.backends.iptables.diff import normalize_rule
 from pykubeproxy.backends.iptables.render import RenderOptions, render_ruleset
@@ -31,6 +25,12 @@ from pykubeproxy.model import (
     TrafficPolicy,
 )
 from pykubeproxy.translate import translate_cluster
+from tests.support.rendering import (
+    rendered_rules,
+    restore_errors,
+    saved_rules,
+    unknown_targets,
+)
 
 NODE = Node(name="node-1", ips=("192.0.2.10",))
 

@@ -15,9 +15,8 @@ import pytest
 
 from pykubeproxy.backends.iptables.diff import normalize_rule
 from pykubeproxy.backends.iptables.ruleset import format_restore
-
-from .rendering import (
-    GOLDEN,
+from tests.support.paths import GOLDEN
+from tests.support.rendering import (
     orphan_chains,
     render_golden_case,
     rendered_rules,

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.fakes import FakeIpvs
 
 from pykubeproxy.backends.ipvs.apply import cleanup, destroy_stale_sets, read_state, sync_ipvs
 from pykubeproxy.backends.ipvs.errors import IpvsSetupError, IpvsSyncError
@@ -50,6 +49,7 @@ from pykubeproxy.backends.ipvs.operations import (
 )
 from pykubeproxy.backends.ipvs.procfs import parse_proc_ip_vs
 from pykubeproxy.backends.ipvs.reconcile import plan_changes
+from tests.support.fakes import FakeIpvs
 
 NODE_IP = "192.0.2.10"
 CLUSTER_IP = "10.96.0.10"

@@ -7,8 +7,7 @@ import pytest
 from pykubeproxy.backends.iptables.render import RenderOptions, probability, render_ruleset
 from pykubeproxy.backends.iptables.ruleset import format_restore, quote, ruleset_to_json
 from pykubeproxy.model import Endpoint, Node, Protocol, ProxyState, ServicePort, ServicePortName
-
-from .rendering import orphan_chains, unknown_targets
+from tests.support.rendering import orphan_chains, unknown_targets
 
 NAME = ServicePortName("shop", "web", "http", Protocol.TCP)
 NODE = Node("node-1", ("192.0.2.10",))

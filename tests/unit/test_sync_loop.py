@@ -5,8 +5,6 @@ from __future__ import annotations
 import threading
 import time
 
-from support.fakes import FakeIptables
-
 from pykubeproxy.backends import SyncOutcome
 from pykubeproxy.backends.iptables.backend import IptablesBackend
 from pykubeproxy.config import Config
@@ -15,6 +13,8 @@ from pykubeproxy.model import ProxyState, ServiceName
 from pykubeproxy.pipeline import NodeIdentity
 from pykubeproxy.proxy import Proxy
 from pykubeproxy.store import Store
+from tests.support.fakes import FakeIptables
+from tests.support.wait import wait_until
 
 
 class RecordingBackend(IptablesBackend):
@@ -56,15 +56,6 @@ def service(name: str) -> dict[str, object]:
     }
 
 
-def wait_until(condition, seconds: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
-
-
 def test_no_sync_before_the_source_is_synced_then_changes_are_followed() -> None:
     store, source, syncer = Store(), ManualSource(), RecordingBackend()
     proxy = Proxy(backend=syncer, identity=NodeIdentity("node-1", True))
@@ -79,10 +70,18 @@ def test_no_sync_before_the_source_is_synced_then_changes_are_followed() -> None
         assert syncer.synced == []  # an incomplete view must never reach the kernel
 
         source.synced = True
-        assert wait_until(lambda: syncer.synced == [["default/half-listed"]])
+        wait_until(
+            lambda: syncer.synced == [["default/half-listed"]],
+            what="the first sync, of the listed Service",
+            timeout=5.0,
+        )
 
         store.upsert("Service", service("added"))
-        assert wait_until(lambda: syncer.synced[-1] == ["default/added", "default/half-listed"])
+        wait_until(
+            lambda: syncer.synced[-1] == ["default/added", "default/half-listed"],
+            what="a sync with the added Service",
+            timeout=5.0,
+        )
     finally:
         stop.set()
         loop.join(5)
@@ -116,7 +115,11 @@ def test_an_unexpected_error_in_a_sync_is_retried_instead_of_stopping_the_proxy(
     )
     loop.start()
     try:
-        assert wait_until(lambda: syncer.synced[-1:] == [["default/svc"]])
+        wait_until(
+            lambda: syncer.synced[-1:] == [["default/svc"]],
+            what="a sync after the crash",
+            timeout=5.0,
+        )
         assert syncer.synced[0] == ["crash"]
     finally:
         stop.set()

@@ -21,10 +21,8 @@ from pykubeproxy.model import ProxyState
 from pykubeproxy.pipeline import NodeIdentity, translate_snapshot
 from pykubeproxy.sources.files import load_files
 from pykubeproxy.store import Store
+from tests.support.paths import EXAMPLES, GOLDEN
 
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = REPO / "examples"
-GOLDEN = REPO / "tests" / "golden"
 NODE_NAME = "node-1"
 # Golden cases that render more than their own input.yaml.
 EXTRA_MANIFESTS = {"examples": (EXAMPLES,)}

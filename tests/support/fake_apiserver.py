@@ -30,6 +30,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
+from tests.support.wait import wait_until
+
 JSON = dict[str, Any]
 
 # How often an idle watch wakes to notice a closed client, a new fault or a stopping server.
@@ -590,13 +592,20 @@ class FakeApiServer:
             r for r in list(self.requests) if r.resource == resource and watch in (None, r.is_watch)
         ]
 
-    def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    def wait_until(self, predicate: Callable[[], bool], *, what: str, timeout: float = 5.0) -> None:
         """Wait (bounded) until predicate() holds; re-checked on every write, request and watch."""
         with self._cond:
-            return self._cond.wait_for(predicate, timeout)
+            # The server notifies on every change, so the wait may be as long as the timeout.
+            wait_until(
+                predicate, what=what, timeout=timeout, interval=timeout, pause=self._cond.wait
+            )
 
-    def wait_for_watches(self, resource: str, count: int = 1, timeout: float = 5.0) -> bool:
-        return self.wait_until(lambda: self.open_watches(resource) >= count, timeout)
+    def wait_for_watches(self, resource: str, count: int = 1, timeout: float = 5.0) -> None:
+        self.wait_until(
+            lambda: self.open_watches(resource) >= count,
+            what=f"{count} open watch(es) of {resource}",
+            timeout=timeout,
+        )
 
     # --- faults
 
