@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import secrets
-import subprocess
 import time
 from pathlib import Path
 
@@ -20,8 +18,10 @@ from pykubeproxy.model import Endpoint, Node, Protocol, ProxyState, ServicePort,
 from pykubeproxy.pipeline import NodeIdentity, translate_snapshot
 from pykubeproxy.sources.files import load_files
 from pykubeproxy.store import Store
+from tests.support.netns import namespace
 
 REPO = Path(__file__).resolve().parents[1]
+
 FIRST_ENDPOINT = ipaddress.IPv4Address("10.100.0.1")
 CONFIG = Config(cluster_cidr="10.244.0.0/16")
 
@@ -49,10 +49,8 @@ def examples() -> ProxyState:
 
 
 def measure(label: str, backend: str, state: ProxyState) -> None:
-    ns = f"pkp-bench-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    try:
-        kernel = KernelIptables(IptablesBinaries(backend, ("ip", "netns", "exec", ns)))
+    with namespace("bench") as ns:
+        kernel = KernelIptables(IptablesBinaries(backend, ns.prefix))
         syncer = IptablesBackend(CONFIG, kernel)
         started = time.perf_counter()
         ruleset = syncer.render(state)
@@ -68,8 +66,6 @@ def measure(label: str, backend: str, state: ProxyState) -> None:
             f"{label:>22} {backend:>6}: rules={count_rules(ruleset):>7} render={render:6.3f}s "
             f"full sync={full:7.3f}s no-op sync={noop:6.3f}s"
         )
-    finally:
-        subprocess.run(["ip", "netns", "delete", ns], check=False)
 
 
 def main() -> None:

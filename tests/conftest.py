@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import secrets
-import subprocess
 from collections.abc import Iterator
 
 import pytest
 import structlog
 
 from tests.support.needs import need_root_and
+from tests.support.netns import Netns, namespace
 
 
 @pytest.fixture(autouse=True)
@@ -20,13 +19,8 @@ def _plain_logging() -> Iterator[None]:
 
 
 @pytest.fixture
-def netns() -> Iterator[str]:
+def netns() -> Iterator[Netns]:
     """A fresh, empty network namespace, deleted afterwards. Tests write rules only in here."""
     need_root_and("ip", "iptables-legacy-restore", "iptables-nft-restore")
-    name = f"pkp-test-{secrets.token_hex(4)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "delete", name], check=False)
+    with namespace("test") as ns:
+        yield ns

@@ -21,6 +21,7 @@ from pykubeproxy.backends.iptables.render import RenderOptions, render_ruleset
 from pykubeproxy.backends.iptables.ruleset import Ruleset
 from pykubeproxy.backends.iptables.sync import IptablesSyncer
 from pykubeproxy.model import Endpoint, Node, Protocol, ProxyState, ServicePort, ServicePortName
+from tests.support.netns import Netns
 
 REPO = Path(__file__).resolve().parents[2]
 OPTIONS = RenderOptions(cluster_cidr="10.244.0.0/16", node_ips=("192.0.2.10",))
@@ -62,8 +63,8 @@ BASE = cluster(
 
 
 @pytest.fixture(params=["legacy", "nft"])
-def kernel(request: pytest.FixtureRequest, netns: str) -> KernelIptables:
-    return KernelIptables(IptablesBinaries(request.param, ("ip", "netns", "exec", netns)))
+def kernel(request: pytest.FixtureRequest, netns: Netns) -> KernelIptables:
+    return KernelIptables(IptablesBinaries(request.param, netns.prefix))
 
 
 def owned(ruleset: Ruleset) -> dict[tuple[str, str], list[str]]:
@@ -76,8 +77,8 @@ def owned(ruleset: Ruleset) -> dict[tuple[str, str], list[str]]:
     return result
 
 
-def iptables(netns: str, backend: str, *args: str) -> None:
-    subprocess.run(["ip", "netns", "exec", netns, f"iptables-{backend}", *args], check=True)
+def iptables(netns: Netns, backend: str, *args: str) -> None:
+    netns.exec(f"iptables-{backend}", *args)
 
 
 def test_kernel_holds_exactly_the_rendered_rules_after_a_sync(kernel: KernelIptables) -> None:
@@ -96,7 +97,7 @@ def test_a_second_sync_with_nothing_changed_writes_nothing(kernel: KernelIptable
 
 
 def test_a_hand_deleted_rule_and_jump_are_repaired_by_the_next_partial_sync(
-    kernel: KernelIptables, netns: str
+    kernel: KernelIptables, netns: Netns
 ) -> None:
     syncer = syncer_for(kernel)
     syncer.sync(BASE)
@@ -114,7 +115,7 @@ def test_a_hand_deleted_rule_and_jump_are_repaired_by_the_next_partial_sync(
     assert owned(kernel.save()) == want
 
 
-def test_a_duplicated_jump_is_removed(kernel: KernelIptables, netns: str) -> None:
+def test_a_duplicated_jump_is_removed(kernel: KernelIptables, netns: Netns) -> None:
     syncer = syncer_for(kernel)
     syncer.sync(BASE)
     want = owned(kernel.save())
@@ -196,7 +197,7 @@ def test_a_service_the_kernel_refuses_is_skipped_and_the_others_are_programmed(
 
 
 def test_takeover_replaces_kube_proxy_rules_and_removes_its_stale_chains(
-    kernel: KernelIptables, netns: str
+    kernel: KernelIptables, netns: Netns
 ) -> None:
     # What a node running kube-proxy holds: its own argument order, and a Service since deleted.
     kube_proxy_rules = (
@@ -220,28 +221,24 @@ def test_takeover_replaces_kube_proxy_rules_and_removes_its_stale_chains(
     assert owned(kernel.save()) == owned(render_ruleset(BASE, OPTIONS))
 
 
-def run_cli(netns: str, *args: str) -> subprocess.CompletedProcess[str]:
-    argv = ["ip", "netns", "exec", netns, sys.executable, "-m", "pykubeproxy", *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=REPO, check=False)
+def run_cli(netns: Netns, *args: str) -> subprocess.CompletedProcess[str]:
+    return netns.exec(
+        sys.executable, "-m", "pykubeproxy", *args, check=False, timeout=120, cwd=REPO
+    )
 
 
-def kube_chains(netns: str) -> list[str]:
+def kube_chains(netns: Netns) -> list[str]:
     found = []
     for backend in ("legacy", "nft"):
         for table in ("filter", "nat"):
-            out = subprocess.run(
-                ["ip", "netns", "exec", netns, f"iptables-{backend}-save", "-t", table],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
+            out = netns.exec(f"iptables-{backend}-save", "-t", table).stdout
             found += [f"{backend}/{line}" for line in out.splitlines() if "KUBE-" in line]
     return found
 
 
 @pytest.mark.parametrize("backend", ["legacy", "nft"])
 def test_once_programs_the_examples_and_cleanup_removes_every_trace_twice_over(
-    netns: str, backend: str
+    netns: Netns, backend: str
 ) -> None:
     synced = run_cli(netns, "--from-file", "examples/", "--once", "--iptables-backend", backend)
     assert synced.returncode == 0, synced.stderr
@@ -253,8 +250,8 @@ def test_once_programs_the_examples_and_cleanup_removes_every_trace_twice_over(
         assert kube_chains(netns) == []
 
 
-def test_backend_detection_follows_the_backend_holding_kube_chains(netns: str) -> None:
-    prefix = ("ip", "netns", "exec", netns)
+def test_backend_detection_follows_the_backend_holding_kube_chains(netns: Netns) -> None:
+    prefix = netns.prefix
     assert detect_backend(prefix).backend == "nft"  # nothing anywhere: today's default
 
     iptables(netns, "legacy", "-t", "nat", "-N", "KUBE-KUBELET-CANARY")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from pykubeproxy.pipeline import NodeIdentity, translate_snapshot
 from pykubeproxy.sources.files import load_files
 from pykubeproxy.store import Store
 from tests.support.needs import need_root_and
+from tests.support.netns import Netns
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,22 +39,17 @@ def chains(ruleset: Ruleset) -> dict[tuple[str, str], list[str]]:
 
 
 @pytest.fixture(params=["legacy", "nft"])
-def kernel(request: pytest.FixtureRequest, netns: str) -> KernelIptables:
+def kernel(request: pytest.FixtureRequest, netns: Netns) -> KernelIptables:
     need_root_and("ipset")
-    return KernelIptables(IptablesBinaries(request.param, ("ip", "netns", "exec", netns)))
+    return KernelIptables(IptablesBinaries(request.param, netns.prefix))
 
 
-def load_sets(netns: str, text: str) -> None:
-    subprocess.run(
-        ["ip", "netns", "exec", netns, "ipset", "restore", "-exist"],
-        input=text,
-        text=True,
-        check=True,
-    )
+def load_sets(netns: Netns, text: str) -> None:
+    netns.exec("ipset", "restore", "-exist", input=text)
 
 
 def test_ipvs_rules_over_kube_proxys_ipsets_are_taken_by_the_kernel_exactly(
-    kernel: KernelIptables, netns: str
+    kernel: KernelIptables, netns: Netns
 ) -> None:
     state = examples()
     opts = IpvsOptions(cluster_cidr="10.244.0.0/16", node_ips=state.node.ips)
@@ -67,17 +62,12 @@ def test_ipvs_rules_over_kube_proxys_ipsets_are_taken_by_the_kernel_exactly(
 
     assert first.wrote and not second.wrote
     assert chains(kernel.save()) == chains(render_ipvs_ruleset(plan, opts))
-    saved = subprocess.run(
-        ["ip", "netns", "exec", netns, "ipset", "list", "KUBE-CLUSTER-IP"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    saved = netns.exec("ipset", "list", "KUBE-CLUSTER-IP").stdout
     assert "10.96.0.10,tcp:53" in saved
 
 
 def test_switching_between_iptables_and_ipvs_modes_leaves_no_chain_of_the_other(
-    kernel: KernelIptables, netns: str
+    kernel: KernelIptables, netns: Netns
 ) -> None:
     state = examples()
     ipvs_opts = IpvsOptions(cluster_cidr="10.244.0.0/16", node_ips=state.node.ips)

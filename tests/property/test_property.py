@@ -25,6 +25,7 @@ from pykubeproxy.model import (
     TrafficPolicy,
 )
 from pykubeproxy.translate import translate_cluster
+from tests.support.netns import Netns
 from tests.support.rendering import (
     rendered_rules,
     restore_errors,
@@ -352,7 +353,7 @@ RICH_CLUSTER: dict[str, list[Any]] = {
 
 
 def test_rendered_rules_are_accepted_and_read_back_unchanged_by_legacy_and_nft(
-    netns: str,
+    netns: Netns,
 ) -> None:
     # One namespace for every example: hypothesis runs inside the test, not around it.
     @settings(
@@ -375,7 +376,7 @@ def test_rendered_rules_are_accepted_and_read_back_unchanged_by_legacy_and_nft(
     accepted()
 
 
-def test_longest_valid_names_still_fit_in_iptables_comments(netns: str) -> None:
+def test_longest_valid_names_still_fit_in_iptables_comments(netns: Netns) -> None:
     long = ServicePortName("s" * 63, "n" * 63, "p" * 63, Protocol.SCTP)
     port = ServicePort(
         name=long,
