@@ -24,12 +24,8 @@ from pykubeproxy.pipeline import NodeIdentity
 from pykubeproxy.proxy import Proxy, SyncReport
 from pykubeproxy.sources.kube import KubeSource, api_client, requesters
 from pykubeproxy.store import Store
-from tests.support.fake_apiserver import (
-    FakeApiServer,
-    make_endpoint_slice,
-    make_node,
-    make_service,
-)
+from tests.support.builders import endpoint_slice, node, service
+from tests.support.fake_apiserver import FakeApiServer
 from tests.support.netns import namespace
 
 
@@ -39,14 +35,13 @@ def endpoint_ip(service: int, generation: int) -> str:
 
 
 def populate(server: FakeApiServer, services: int) -> None:
-    server.create("nodes", make_node("node-1", "192.0.2.10"))
+    server.create("nodes", node("node-1", "192.0.2.10", served=True))
     for i in range(services):
-        server.create(
-            "services", make_service(f"svc-{i}", cluster_ip=f"10.96.{i // 250}.{i % 250 + 1}")
-        )
+        cluster_ip = f"10.96.{i // 250}.{i % 250 + 1}"
+        server.create("services", service(f"svc-{i}", cluster_ip=cluster_ip, served=True))
         server.create(
             "endpointslices",
-            make_endpoint_slice(f"svc-{i}", addresses=[endpoint_ip(i, 0)], name=f"svc-{i}-1"),
+            endpoint_slice(f"svc-{i}", endpoint_ip(i, 0), name=f"svc-{i}-1", served=True),
         )
 
 
@@ -98,7 +93,7 @@ def measure(services: int, changes: int, min_sync: float, backend: str) -> list[
                 started = time.monotonic()
                 server.update(
                     "endpointslices",
-                    make_endpoint_slice(f"svc-{target}", addresses=[ip], name=f"svc-{target}-1"),
+                    endpoint_slice(f"svc-{target}", ip, name=f"svc-{target}-1", served=True),
                 )
                 with landed_event:
                     assert landed_event.wait_for(lambda ip=ip: ip in landed, timeout=60), ip

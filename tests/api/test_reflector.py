@@ -10,9 +10,11 @@ import pytest
 
 from pykubeproxy.sources.kube import KubeSource, Timing, api_client, requesters
 from pykubeproxy.store import Store
-from tests.support.fake_apiserver import FakeApiServer, make_endpoint_slice, make_node, make_service
+from tests.support.builders import endpoint_slice, node, service
+from tests.support.fake_apiserver import FakeApiServer
 from tests.support.wait import wait_until
 
+NODE_IP = "192.168.0.10"  # where every Node of these tests lives
 FAST = Timing(
     page_size=2,
     watch_timeout=30,
@@ -50,10 +52,12 @@ def reflecting(kubeconfig: Path, store: Store) -> Iterator[KubeSource]:
 @pytest.fixture
 def source(apiserver: FakeApiServer, kubeconfig: Path) -> Iterator[tuple[KubeSource, Store]]:
     for i in range(5):
-        apiserver.create("services", make_service(f"svc-{i}", cluster_ip=f"10.96.0.{10 + i}"))
-    apiserver.create("endpointslices", make_endpoint_slice("svc-0", addresses=["10.244.1.5"]))
-    apiserver.create("nodes", make_node("node-1"))
-    apiserver.create("nodes", make_node("node-2"))
+        apiserver.create(
+            "services", service(f"svc-{i}", cluster_ip=f"10.96.0.{10 + i}", served=True)
+        )
+    apiserver.create("endpointslices", endpoint_slice("svc-0", "10.244.1.5", served=True))
+    apiserver.create("nodes", node("node-1", NODE_IP, served=True))
+    apiserver.create("nodes", node("node-2", NODE_IP, served=True))
     store = Store()
     with reflecting(kubeconfig, store) as kube:
         yield kube, store
@@ -93,11 +97,16 @@ def test_added_modified_and_deleted_objects_reach_the_store(
     wait_until(lambda: kube.synced, what="the source to sync")
     apiserver.wait_for_watches("services")
 
-    apiserver.create("services", make_service("new", cluster_ip="10.96.1.1"))
-    changed = make_service("svc-1", cluster_ip="10.96.0.11", ports=(8443,))
+    apiserver.create("services", service("new", cluster_ip="10.96.1.1", served=True))
+    changed = service(
+        "svc-1",
+        cluster_ip="10.96.0.11",
+        ports=[{"name": "", "protocol": "TCP", "port": 8443, "targetPort": 8443}],
+        served=True,
+    )
     apiserver.update("services", changed)
     apiserver.delete("services", "default", "svc-2")
-    apiserver.create("endpointslices", make_endpoint_slice("new", addresses=["10.244.2.2"]))
+    apiserver.create("endpointslices", endpoint_slice("new", "10.244.2.2", served=True))
 
     want = {"default/new", "default/svc-0", "default/svc-1", "default/svc-3", "default/svc-4"}
     wait_until(
@@ -156,8 +165,8 @@ def test_a_dropped_watch_resumes_from_the_last_version_without_relisting(
     services = reflector(kube, "Service")
 
     apiserver.drop_watch("services", after_events=1)
-    apiserver.create("services", make_service("one", cluster_ip="10.96.2.1"))
-    apiserver.create("services", make_service("two", cluster_ip="10.96.2.2"))
+    apiserver.create("services", service("one", cluster_ip="10.96.2.1", served=True))
+    apiserver.create("services", service("two", cluster_ip="10.96.2.2", served=True))
 
     wait_until(
         lambda: {"default/one", "default/two"} <= names(store, "Service"),
@@ -176,7 +185,7 @@ def test_a_stalled_watch_is_noticed_by_the_read_timeout_and_replaced(
     wait_until(lambda: kube.synced, what="the source to sync")
     apiserver.wait_for_watches("services")
     apiserver.stall_watch("services")
-    apiserver.create("services", make_service("during-stall", cluster_ip="10.96.3.1"))
+    apiserver.create("services", service("during-stall", cluster_ip="10.96.3.1", served=True))
 
     wait_until(
         lambda: "default/during-stall" in names(store, "Service"),
@@ -188,7 +197,7 @@ def test_a_stalled_watch_is_noticed_by_the_read_timeout_and_replaced(
 def test_server_errors_back_off_and_the_sync_completes(
     apiserver: FakeApiServer, kubeconfig: Path
 ) -> None:
-    apiserver.create("services", make_service("svc", cluster_ip="10.96.0.10"))
+    apiserver.create("services", service("svc", cluster_ip="10.96.0.10", served=True))
     apiserver.fail_next("services", status=500, count=3, verb="list")
     with reflecting(kubeconfig, Store()) as kube:
         wait_until(lambda: kube.synced, what="the source to sync")
@@ -203,7 +212,7 @@ def test_bookmarks_advance_the_resource_version(
     wait_until(lambda: kube.synced, what="the source to sync")
     apiserver.wait_for_watches("services")
     # A write elsewhere moves the global version; only a bookmark tells the Service watch.
-    apiserver.create("nodes", make_node("node-3"))
+    apiserver.create("nodes", node("node-3", NODE_IP, served=True))
     apiserver.send_bookmark("services")
 
     wait_until(

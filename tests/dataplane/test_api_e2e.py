@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from pyroute2 import netns
 
-from tests.dataplane.cluster import REPO
 from tests.dataplane.topology import ClientResult, Topology
-from tests.support.fake_apiserver import FakeApiServer, make_endpoint_slice, make_node, make_service
+from tests.support.builders import endpoint_slice, node, service
+from tests.support.fake_apiserver import FakeApiServer
+from tests.support.paths import REPO
 from tests.support.wait import poll, wait_until
 
 VIP = "10.96.5.10"
@@ -28,7 +29,7 @@ def apiserver(topology: Topology) -> Iterator[FakeApiServer]:
     finally:
         netns.popns()
     try:
-        server.create("nodes", make_node("node-1", topology.node_ip))
+        server.create("nodes", node("node-1", topology.node_ip, served=True))
         yield server
     finally:
         server.stop()
@@ -47,9 +48,8 @@ def replies(topo: Topology, want: set[str], log: Callable[[], str]) -> ClientRes
 
 
 def slice_of(topo: Topology, *pods: str) -> dict[str, object]:
-    return make_endpoint_slice(
-        "web", addresses=[topo.pod_ip[p] for p in pods], ports=[SLICE_PORT], name="web-1"
-    )
+    addresses = [topo.pod_ip[p] for p in pods]
+    return endpoint_slice("web", *addresses, ports=[SLICE_PORT], name="web-1", served=True)
 
 
 def test_services_created_changed_and_deleted_through_the_api_reach_the_kernel(
@@ -76,7 +76,7 @@ def test_services_created_changed_and_deleted_through_the_api_reach_the_kernel(
     )
     log = lambda: topology.process_log(proxy)  # noqa: E731
 
-    apiserver.create("services", make_service("web", cluster_ip=VIP, ports=[HTTP]))
+    apiserver.create("services", service("web", cluster_ip=VIP, ports=[HTTP], served=True))
     apiserver.create("endpointslices", slice_of(topology, "pod-a", "pod-b"))
     assert set(replies(topology, {"pod-a", "pod-b"}, log).replies) == {"pod-a", "pod-b"}, log()
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.dataplane.cluster import endpoint_slice, node, proxy_argv, service, write_manifests
+from tests.dataplane.cluster import pod_slice, proxy_argv, this_node, write_manifests
 from tests.dataplane.topology import ClientResult, Topology
+from tests.support.builders import service
 from tests.support.wait import poll
 
 HTTP = {"name": "http", "protocol": "TCP", "port": 80, "targetPort": 8080}
@@ -16,9 +17,9 @@ VIP = "10.96.1.10"
 
 def manifests(topo: Topology, pods: tuple[str, ...]) -> list[dict[str, object]]:
     return [
-        node(topo),
-        service("follow", VIP, [HTTP]),
-        endpoint_slice("follow", topo, pods, SLICE_PORTS),
+        this_node(topo),
+        service("follow", cluster_ip=VIP, ports=[HTTP]),
+        pod_slice("follow", topo, pods, SLICE_PORTS),
     ]
 
 

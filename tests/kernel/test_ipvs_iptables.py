@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from pykubeproxy.backends.iptables.diff import normalize_rule
@@ -14,19 +12,9 @@ from pykubeproxy.backends.iptables.sync import IptablesSyncer
 from pykubeproxy.backends.ipvs.ipsets import format_ipsets
 from pykubeproxy.backends.ipvs.plan import IpvsOptions, plan_ipvs
 from pykubeproxy.backends.ipvs.rules import render_ipvs_ruleset, render_ipvs_state
-from pykubeproxy.pipeline import NodeIdentity, translate_snapshot
-from pykubeproxy.sources.files import load_files
-from pykubeproxy.store import Store
 from tests.support.needs import need_root_and
 from tests.support.netns import Netns
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def examples():  # type: ignore[no-untyped-def]
-    store = Store()
-    load_files(store, [REPO / "examples"])
-    return translate_snapshot(store.snapshot(), NodeIdentity("node-1", True)).state
+from tests.support.rendering import examples_state
 
 
 def chains(ruleset: Ruleset) -> dict[tuple[str, str], list[str]]:
@@ -51,7 +39,7 @@ def load_sets(netns: Netns, text: str) -> None:
 def test_ipvs_rules_over_kube_proxys_ipsets_are_taken_by_the_kernel_exactly(
     kernel: KernelIptables, netns: Netns
 ) -> None:
-    state = examples()
+    state = examples_state()
     opts = IpvsOptions(cluster_cidr="10.244.0.0/16", node_ips=state.node.ips)
     plan = plan_ipvs(state, opts)
     load_sets(netns, format_ipsets(plan.ipsets))
@@ -69,7 +57,7 @@ def test_ipvs_rules_over_kube_proxys_ipsets_are_taken_by_the_kernel_exactly(
 def test_switching_between_iptables_and_ipvs_modes_leaves_no_chain_of_the_other(
     kernel: KernelIptables, netns: Netns
 ) -> None:
-    state = examples()
+    state = examples_state()
     ipvs_opts = IpvsOptions(cluster_cidr="10.244.0.0/16", node_ips=state.node.ips)
     iptables_opts = RenderOptions(cluster_cidr="10.244.0.0/16", node_ips=state.node.ips)
     load_sets(netns, format_ipsets(plan_ipvs(state, ipvs_opts).ipsets))

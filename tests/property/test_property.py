@@ -17,7 +17,6 @@ from pykubeproxy.backends.iptables.render import RenderOptions, render_ruleset
 from pykubeproxy.backends.iptables.ruleset import format_restore
 from pykubeproxy.model import (
     Endpoint,
-    Node,
     Protocol,
     ProxyState,
     ServicePort,
@@ -25,6 +24,7 @@ from pykubeproxy.model import (
     TrafficPolicy,
 )
 from pykubeproxy.translate import translate_cluster
+from tests.support.builders import NODE
 from tests.support.netns import Netns
 from tests.support.rendering import (
     rendered_rules,
@@ -32,8 +32,6 @@ from tests.support.rendering import (
     saved_rules,
     unknown_targets,
 )
-
-NODE = Node(name="node-1", ips=("192.0.2.10",))
 
 # --- building blocks ---------------------------------------------------------------------------
 

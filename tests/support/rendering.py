@@ -62,6 +62,11 @@ def render_manifests(paths: Iterable[Path], settings: dict[str, Any]) -> Rendere
     return Rendered(translate_snapshot(store.snapshot(), identity).state, build_config(settings))
 
 
+def examples_state() -> ProxyState:
+    """What node-1 programs for the cluster in examples/, as `--from-file examples/` reads it."""
+    return render_manifests([EXAMPLES], {}).state
+
+
 def render_golden_case(case: str) -> Rendered:
     """The desired state of tests/golden/<case>/input.yaml (plus its extra manifests)."""
     input_file = GOLDEN / case / "input.yaml"

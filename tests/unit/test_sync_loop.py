@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 
@@ -13,6 +14,7 @@ from pykubeproxy.model import ProxyState, ServiceName
 from pykubeproxy.pipeline import NodeIdentity
 from pykubeproxy.proxy import Proxy
 from pykubeproxy.store import Store
+from tests.support.builders import service
 from tests.support.fakes import FakeIptables
 from tests.support.wait import wait_until
 
@@ -49,11 +51,8 @@ class ManualSource:
         pass
 
 
-def service(name: str) -> dict[str, object]:
-    return {
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {"clusterIP": "10.96.0.1", "ports": [{"port": 80}]},
-    }
+# Services as small as the API allows: one port, nothing else.
+minimal_service = functools.partial(service, cluster_ip="10.96.0.1", ports=[{"port": 80}])
 
 
 def test_no_sync_before_the_source_is_synced_then_changes_are_followed() -> None:
@@ -65,7 +64,7 @@ def test_no_sync_before_the_source_is_synced_then_changes_are_followed() -> None
     )
     loop.start()
     try:
-        store.upsert("Service", service("half-listed"))
+        store.upsert("Service", minimal_service("half-listed"))
         time.sleep(0.3)
         assert syncer.synced == []  # an incomplete view must never reach the kernel
 
@@ -76,7 +75,7 @@ def test_no_sync_before_the_source_is_synced_then_changes_are_followed() -> None
             timeout=5.0,
         )
 
-        store.upsert("Service", service("added"))
+        store.upsert("Service", minimal_service("added"))
         wait_until(
             lambda: syncer.synced[-1] == ["default/added", "default/half-listed"],
             what="a sync with the added Service",
@@ -108,7 +107,7 @@ def test_an_unexpected_error_in_a_sync_is_retried_instead_of_stopping_the_proxy(
     store, source, syncer = Store(), ManualSource(), CrashingOnceBackend()
     source.synced = True
     proxy = Proxy(backend=syncer, identity=NodeIdentity("node-1", True))
-    store.upsert("Service", service("svc"))
+    store.upsert("Service", minimal_service("svc"))
     stop = threading.Event()
     loop = threading.Thread(
         target=run_sync_loop, args=(proxy, store, source), kwargs={"stop": stop}
