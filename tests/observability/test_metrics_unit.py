@@ -28,7 +28,7 @@ from pykubeproxy.proxy import Proxy
 from pykubeproxy.servers import RulesView, health_routes
 from pykubeproxy.store import Store
 from tests.support.builders import TRIGGER_TIME, endpoint, endpoint_slice, node, service
-from tests.support.fakes import FakeIptables
+from tests.support.fakes import FakeClock, FakeIptables
 
 STARTED = 1_800_000_000.0  # when the proxy under test started (seconds since the epoch)
 IPV4 = {"ip_family": "IPv4"}
@@ -63,25 +63,13 @@ WEB = shop_service("web", cluster_ip="10.96.0.10")
 WEB_SLICE = slice_of("web", ("10.244.1.11", "node-1"), ("10.244.2.12", "node-2"))
 
 
-class Clock:
-    """The wall clock that metrics, health and /rules read, moved by hand."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @dataclass
 class Observed:
     """A proxy over a fake kernel, wired to private metrics, health and /rules by an Observer."""
 
     config: Config = field(default_factory=Config)
-    clock: Clock = field(default_factory=lambda: Clock(STARTED + 1))
+    # The wall clock that metrics, health and /rules read.
+    clock: FakeClock = field(default_factory=lambda: FakeClock(STARTED + 1))
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     kernel: FakeIptables = field(default_factory=FakeIptables)
     store: Store = field(default_factory=Store)

@@ -78,6 +78,19 @@ class FakeIptables(MemoryIptables):
             raise IptablesError(f"fake kernel: no chain {chain} in {table}") from None
 
 
+class FakeClock:
+    """A clock (seconds, as `time.time` or `time.monotonic` give them) that moves only by hand."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 # IPVS mode's in-memory kernel keeps state and answers like the kernel already; its test helpers
 # (put_virtual_server, set_connections, put_set, referenced_sets) stand in for other actors.
 FakeIpvs = MemoryIpvs

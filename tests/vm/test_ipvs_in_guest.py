@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 
 from tests.support.needs import skip_or_fail
+from tests.support.paths import REPO
 from tests.vm.guest_checks import CHECK_NAMES
 
-REPO = Path(__file__).resolve().parents[2]
 RUN_IN_KERNEL = REPO.parent / "shared" / "tools" / "run-in-kernel.sh"
 GUEST_SCRIPT = Path(__file__).resolve().parent / "guest_checks.py"
 DEFAULT_TIMEOUT = 600
