@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .expected import (
+from tests.observability.expected import (
     HISTOGRAMS,
     KUBE_PROXY_METRICS,
     PROCESS_METRICS,
@@ -22,7 +22,7 @@ from .expected import (
     SYNC_BUCKETS,
     same_bounds,
 )
-from .harness import (
+from tests.observability.harness import (
     HEALTHZ_URL,
     METRICS_URL,
     Namespace,
@@ -31,8 +31,8 @@ from .harness import (
     add_endpoint,
     rfc3339_now,
     sync_counts,
-    wait_until,
 )
+from tests.support.wait import wait_until
 
 
 @pytest.fixture(scope="module")

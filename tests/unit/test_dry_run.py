@@ -12,8 +12,7 @@ from pykubeproxy.pipeline import NodeIdentity
 from pykubeproxy.proxy import Proxy
 from pykubeproxy.sources.files import load_files
 from pykubeproxy.store import Store
-
-from .rendering import EXAMPLES
+from tests.support.paths import EXAMPLES
 
 
 def dry_run_proxy(config: Config) -> tuple[Proxy, Store]:

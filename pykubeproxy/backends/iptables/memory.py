@@ -68,7 +68,7 @@ class MemoryIptables:
                     _apply(tables[table], line)
                 except (KeyError, ValueError, IndexError) as exc:
                     message = f"memory iptables: line {number} failed: {exc!r}"
-                    raise IptablesError(message, line=number) from exc
+                    raise IptablesError(message, line=number, text=line) from exc
         if not test:
             self.tables = tables
             self.written.append(payload)
@@ -89,6 +89,7 @@ def _check_jumps(table: str, chains: dict[str, list[str]], line: int) -> None:
                     f"memory iptables: {table} {name} jumps to missing chain {target} "
                     f"(COMMIT at line {line})",
                     line=line,
+                    text="COMMIT",
                 )
 
 
