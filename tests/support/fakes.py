@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from pykubeproxy.backends.iptables.chains import BUILTIN_CHAINS
 from pykubeproxy.backends.iptables.kernel import IptablesError
 from pykubeproxy.backends.iptables.memory import MemoryIptables
-from pykubeproxy.backends.iptables.ruleset import Ruleset, parse_save
 from pykubeproxy.backends.ipvs.memory import (
     MemoryDummyLink,
     MemoryIpsets,
@@ -35,22 +33,6 @@ class FakeIptables(MemoryIptables):
         if self.refuse_all or (self.refuse_containing and self.refuse_containing in payload):
             raise IptablesError("fake kernel: refused", line=1)
         super().restore(payload, test=test)
-
-    def save(self) -> Ruleset:
-        return parse_save(self.save_text())
-
-    def save_text(self) -> str:
-        """The tables as `iptables-save` prints them: chains in order, built-ins with policies."""
-        lines = []
-        for table, chains in self.tables.items():
-            lines.append(f"*{table}")
-            lines.extend(
-                f":{name} ACCEPT [0:0]" if name in BUILTIN_CHAINS else f":{name} - [0:0]"
-                for name in chains
-            )
-            lines.extend(f"-A {name} {rule}" for name, rules in chains.items() for rule in rules)
-            lines.append("COMMIT")
-        return "\n".join(lines) + "\n"
 
     # -- tampering, as `iptables -t TABLE -D/-F/-A/-N` would ----------------------------------
 

@@ -101,19 +101,22 @@ def test_the_fakes_iptables_save_text_reads_back_as_exactly_what_it_holds() -> N
 def test_a_kernel_holding_the_desired_rules_gets_no_payload() -> None:
     desired = render_ruleset(WEB, OPTIONS)
 
-    plan = plan_restore(desired, holding(desired).save(), full=False)
+    plan = plan_restore(desired, holding(desired).save())
 
     assert plan.payloads == ()
     assert (plan.chains_written, plan.chains_deleted, plan.jumps_fixed) == (0, 0, 0)
 
 
-def test_a_full_plan_rewrites_every_chain_of_ours_but_no_jump_already_in_place() -> None:
+def test_a_plan_rewrites_only_the_chain_whose_rules_differ() -> None:
     desired = render_ruleset(WEB, OPTIONS)
+    kernel = holding(desired)
+    svc = next(c.name for c in desired.table("nat").chains if c.name.startswith("KUBE-SVC-"))
+    kernel.delete_rule("nat", svc, 1)
 
-    plan = plan_restore(desired, holding(desired).save(), full=True)
+    plan = plan_restore(desired, kernel.save())
 
-    assert plan.chains_written == sum(1 for t in desired for c in t.chains if not c.builtin)
-    assert plan.jumps_fixed == 0
+    assert (plan.chains_written, plan.jumps_fixed) == (1, 0)
+    assert plan.payload is not None and f":{svc} - [0:0]" in plan.payload
 
 
 def test_probabilities_as_the_kernel_rounds_them_count_as_unchanged() -> None:
@@ -124,7 +127,7 @@ def test_probabilities_as_the_kernel_rounds_them_count_as_unchanged() -> None:
     )
     assert rounded != desired
 
-    assert plan_restore(desired, rounded, full=False).payloads == ()
+    assert plan_restore(desired, rounded).payloads == ()
 
 
 def test_other_tools_chains_and_jumps_stay_while_our_stale_chains_and_jumps_to_them_go() -> None:
@@ -137,7 +140,7 @@ def test_other_tools_chains_and_jumps_stay_while_our_stale_chains_and_jumps_to_t
     kernel.new_chain("filter", "KUBE-IPVS-FILTER")  # IPVS mode's, stale in iptables mode
     kernel.append_rule("filter", "INPUT", "-j KUBE-IPVS-FILTER")
 
-    plan = plan_restore(desired, kernel.save(), full=False)
+    plan = plan_restore(desired, kernel.save())
 
     assert plan.chains_deleted == 2 and plan.chains_written == 0
     assert plan.payload is not None
@@ -149,7 +152,7 @@ def test_other_tools_chains_and_jumps_stay_while_our_stale_chains_and_jumps_to_t
     assert after.table("nat").chain("DOCKER") is not None
     assert after.table("nat").chain("KUBE-SVC-GONEGONEGONEGONE") is None
     assert after.table("filter").chain("KUBE-IPVS-FILTER") is None
-    assert plan_restore(desired, after, full=False).payloads == ()
+    assert plan_restore(desired, after).payloads == ()
 
 
 def test_a_rule_of_another_tool_before_our_jump_is_not_a_reason_to_move_it() -> None:
@@ -159,4 +162,4 @@ def test_a_rule_of_another_tool_before_our_jump_is_not_a_reason_to_move_it() -> 
     ours = kernel.tables["nat"]["PREROUTING"]
     ours.insert(0, "-m addrtype --dst-type LOCAL -j DOCKER")
 
-    assert plan_restore(desired, kernel.save(), full=False).payloads == ()
+    assert plan_restore(desired, kernel.save()).payloads == ()

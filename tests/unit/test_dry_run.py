@@ -6,7 +6,7 @@ import pytest
 
 from pykubeproxy.backends import SetupError, mode, open_backend
 from pykubeproxy.backends.iptables.memory import MemoryIptables
-from pykubeproxy.backends.iptables.ruleset import Ruleset
+from pykubeproxy.backends.iptables.tables import Tables
 from pykubeproxy.config import Config
 from pykubeproxy.pipeline import NodeIdentity
 from pykubeproxy.proxy import Proxy
@@ -41,9 +41,9 @@ def test_what_the_memory_kernel_holds_after_the_dry_run_is_the_printed_ruleset()
 
     outcome = proxy.sync(store, full=True)
 
-    assert isinstance(outcome.desired, Ruleset)
+    assert isinstance(outcome.desired, Tables)
     held = proxy.backend.kernel.save()  # type: ignore[attr-defined]
-    for table in outcome.desired:
+    for table in outcome.desired.ruleset():
         in_kernel = {
             c.name: c.rules for c in held.table(table.name).chains if c.rules or not c.builtin
         }

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Mapping
 
 from pykubeproxy.backends import BackendError, Mode, SetupError, SyncOutcome
-from pykubeproxy.backends.iptables.assemble import render_ruleset
+from pykubeproxy.backends.iptables.assemble import Renderer, render_tables
 from pykubeproxy.backends.iptables.kernel import (
     Iptables,
     IptablesBinaries,
@@ -18,8 +18,8 @@ from pykubeproxy.backends.iptables.kernel import (
 )
 from pykubeproxy.backends.iptables.memory import MemoryIptables
 from pykubeproxy.backends.iptables.render import RenderOptions
-from pykubeproxy.backends.iptables.ruleset import Ruleset
 from pykubeproxy.backends.iptables.sync import IptablesSyncer, SyncResult, chunk_rules
+from pykubeproxy.backends.iptables.tables import Tables
 from pykubeproxy.config import Config
 from pykubeproxy.log import get_logger
 from pykubeproxy.model import FAMILY, Node, ProxyState, ServiceName
@@ -69,7 +69,7 @@ def outcome(result: SyncResult, *, operations: tuple[str, ...] = ()) -> SyncOutc
     """A mode-neutral outcome of one iptables sync (IPVS mode adds its own operations)."""
     return SyncOutcome(
         full=result.full,
-        desired=result.ruleset,
+        desired=result.desired,
         wrote=result.wrote or bool(operations),
         rules_written=written_per_table(result.plan.payloads),
         chains_written=result.plan.chains_written,
@@ -111,9 +111,12 @@ class IptablesBackend:
     def __init__(self, config: Config, kernel: Iptables) -> None:
         self.config = config
         self.kernel = kernel
+        # The syncer renders subsets from scratch when it looks for refused Services; syncs
+        # render through the cache, which keeps each port's rules between syncs.
         self.rules = IptablesSyncer(
             kernel, render=self.render, chunk_rules=chunk_rules(kernel.backend)
         )
+        self.renderer = Renderer()
 
     @property
     def interface(self) -> str:
@@ -131,8 +134,8 @@ class IptablesBackend:
     def failed_writes(self) -> int:
         return self.rules.failed_restores
 
-    def render(self, state: ProxyState) -> Ruleset:
-        return render_ruleset(state, render_options(self.config, state.node))
+    def render(self, state: ProxyState) -> Tables:
+        return render_tables(state, render_options(self.config, state.node))
 
     def sync(
         self,
@@ -141,7 +144,10 @@ class IptablesBackend:
         full: bool = False,
         changed: frozenset[ServiceName] | None = None,
     ) -> SyncOutcome:
-        return outcome(self.rules.sync(state, full=full))
+        full = full or self.rules.needs_full
+        options = render_options(self.config, state.node)
+        desired = self.renderer.render(state, options, None if full else changed)
+        return outcome(self.rules.sync(state, full=full, desired=desired))
 
 
 def _open(config: Config, *, dry_run: bool = False) -> IptablesBackend:

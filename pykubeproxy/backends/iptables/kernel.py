@@ -15,6 +15,7 @@ from typing import Protocol
 
 from pykubeproxy.backends.iptables.diff import is_owned_chain, plan_cleanup
 from pykubeproxy.backends.iptables.ruleset import Ruleset, parse_save
+from pykubeproxy.backends.iptables.tables import parse_save_tables
 
 TABLES = ("filter", "nat")
 BACKENDS = ("legacy", "nft")
@@ -35,7 +36,13 @@ class Iptables(Protocol):
 
     backend: str
 
-    def save(self) -> Ruleset: ...
+    def save_text(self) -> str:
+        """What `iptables-save` prints for the filter and nat tables."""
+        ...
+
+    def save(self) -> Ruleset:
+        """The same, parsed rule by rule (for people and tests; syncs read `save_text`)."""
+        ...
 
     def restore(self, payload: str, *, test: bool = False) -> None: ...
 
@@ -86,7 +93,7 @@ class KernelIptables:
         self.binaries = binaries
         self.backend = binaries.backend
 
-    def save(self) -> Ruleset:
+    def save_text(self) -> str:
         parts = []
         for table in TABLES:
             argv = [*self.binaries.prefix, self.binaries.save_command, "-t", table]
@@ -94,7 +101,10 @@ class KernelIptables:
             if result.returncode != 0:
                 raise IptablesError(f"{self.binaries.save_command} -t {table}: {result.stderr}")
             parts.append(result.stdout)
-        return parse_save("\n".join(parts))
+        return "\n".join(parts)
+
+    def save(self) -> Ruleset:
+        return parse_save(self.save_text())
 
     def restore(self, payload: str, *, test: bool = False) -> None:
         argv = [*self.binaries.prefix, self.binaries.restore_command, "--noflush", "-w", "5"]
@@ -117,10 +127,6 @@ def count_rules(ruleset: Ruleset) -> int:
     return sum(table.rule_count for table in ruleset)
 
 
-def _owned_chain_count(ruleset: Ruleset) -> int:
-    return sum(1 for t in ruleset for ch in t.chains if ch.name.startswith("KUBE-"))
-
-
 @dataclass(frozen=True, slots=True)
 class BackendChoice:
     backend: str
@@ -141,8 +147,8 @@ def detect_backend(prefix: tuple[str, ...] = (), requested: str = "auto") -> Bac
     for backend in BACKENDS:
         binaries = IptablesBinaries(backend, prefix)
         if binaries.available():
-            ruleset = KernelIptables(binaries).save()
-            seen[backend] = (_owned_chain_count(ruleset), count_rules(ruleset))
+            text = "\n" + KernelIptables(binaries).save_text()
+            seen[backend] = (text.count("\n:KUBE-"), text.count("\n-A "))
     if not seen:
         raise IptablesError("neither iptables-legacy nor iptables-nft is installed")
     if len(seen) == 1:
@@ -166,11 +172,11 @@ def cleanup(prefix: tuple[str, ...] = ()) -> dict[str, int]:
         if not binaries.available():
             continue
         kernel = KernelIptables(binaries)
-        before = kernel.save()
+        before = parse_save_tables(kernel.save_text())
         payload = plan_cleanup(before)
         if payload:
             kernel.restore(payload)
         removed[backend] = sum(
-            1 for t in before for ch in t.chains if is_owned_chain(t.name, ch.name)
+            1 for t in before for name in t.chains if is_owned_chain(t.name, name)
         )
     return removed

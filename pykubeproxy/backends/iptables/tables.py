@@ -85,6 +85,17 @@ class Tables:
     def rule_counts(self) -> dict[str, int]:
         return {table.name: table.rule_count for table in self.tables}
 
+    def normalized(self) -> Tables:
+        """The same tables with probabilities as the kernel reports them written as ours."""
+        return Tables(
+            tuple(
+                TableState(
+                    t.name, t.builtins, {n: _normalized(body) for n, body in t.chains.items()}
+                )
+                for t in self.tables
+            )
+        )
+
     @staticmethod
     def from_ruleset(ruleset: Ruleset) -> Tables:
         return Tables(
