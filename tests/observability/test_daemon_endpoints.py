@@ -152,7 +152,7 @@ def test_an_added_endpoint_is_programmed_by_a_partial_sync(proxy: ProxyProcess) 
     before = proxy.wait_for_syncs()
     total, _, partial = sync_counts(before)
     changes = before.value("kubeproxy_sync_proxy_rules_endpoint_changes_total") or 0
-    proxy.edit_after_a_full_sync(
+    proxy.edit_after_the_full_sync(
         lambda: add_endpoint(
             proxy.manifests, "web-abcde", "10.244.1.99", trigger_time=rfc3339_now()
         )

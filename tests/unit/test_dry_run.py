@@ -22,14 +22,17 @@ def dry_run_proxy(config: Config) -> tuple[Proxy, Store]:
     return proxy, store
 
 
-def test_the_printed_rules_are_exactly_what_the_sync_wrote_into_the_empty_kernel() -> None:
+def test_what_the_dry_run_wrote_holds_exactly_the_printed_rules() -> None:
     proxy, store = dry_run_proxy(Config(cluster_cidr="10.244.0.0/16"))
 
     outcome = proxy.sync(store, full=True)
 
     kernel = proxy.backend.kernel  # type: ignore[attr-defined]
     assert isinstance(kernel, MemoryIptables)
-    assert kernel.written == [outcome.desired.text()]
+    assert len(kernel.written) == 1  # one transaction, written while it rendered
+    printed = MemoryIptables()
+    printed.restore(outcome.desired.text())
+    assert kernel.save_text() == printed.save_text()
     assert outcome.full and outcome.wrote
     assert outcome.chains_written == sum(
         1 for table in kernel.save() for chain in table.chains if chain.name.startswith("KUBE-")

@@ -8,7 +8,7 @@ sync at 10 000 Services renders what changed and joins cached text for the rest.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 
 from pykubeproxy.backends.iptables import chains as c
 from pykubeproxy.backends.iptables import shared_rules
@@ -159,7 +159,10 @@ class Renderer:
         state: ProxyState,
         opts: RenderOptions,
         changed: Collection[ServiceName] | None = None,
+        *,
+        on_port: Callable[[PortRules], None] | None = None,
     ) -> Tables:
+        """The desired tables; `on_port` sees each port's rules as soon as they are known."""
         if opts != self._options:
             self._ports, self._options, changed = {}, opts, None
         cache, fresh = self._ports, {}
@@ -170,14 +173,23 @@ class Renderer:
             entry = cache.get(name)
             if entry is not None and changed is not None and name.service not in changed:
                 fresh[name] = entry
+                if on_port is not None:
+                    on_port(entry[1])
                 continue
             key = (port, endpoints.get(name, ()))
             if entry is None or entry[0] != key:
                 entry = (key, render_port(port, key[1], opts))
                 self.rendered += 1
             fresh[name] = entry
+            if on_port is not None:
+                on_port(entry[1])
         self._ports = fresh
         return assemble((entry[1] for entry in fresh.values()), opts)
+
+
+def fixed_tables(opts: RenderOptions) -> Tables:
+    """The tables with no Service at all: the shared chains' fixed rules, our jumps."""
+    return assemble((), opts)
 
 
 def render_tables(state: ProxyState, opts: RenderOptions) -> Tables:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import time
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import replace
 
 from pykubeproxy.backends import BackendError, Mode, SetupError, SyncOutcome
-from pykubeproxy.backends.iptables.assemble import Renderer, render_tables
+from pykubeproxy.backends.iptables.assemble import Renderer, fixed_tables, render_tables
 from pykubeproxy.backends.iptables.kernel import (
     Iptables,
     IptablesBinaries,
@@ -53,10 +55,10 @@ def render_options(config: Config, node: Node) -> RenderOptions:
 
 
 def written_per_table(payloads: tuple[str, ...]) -> dict[str, int]:
-    """Rules (-A and -I lines) written per table by restore payloads."""
+    """Rules (-A and -I lines) written per table by restore payloads, read as one stream."""
     written: Counter[str] = Counter()
+    table = ""
     for payload in payloads:
-        table = ""
         for line in payload.splitlines():
             if line.startswith("*"):
                 table = line[1:]
@@ -76,6 +78,7 @@ def outcome(result: SyncResult, *, operations: tuple[str, ...] = ()) -> SyncOutc
         chains_deleted=result.plan.chains_deleted,
         operations=operations,
         rejected=result.rejected,
+        phases=result.phases,
     )
 
 
@@ -144,10 +147,21 @@ class IptablesBackend:
         full: bool = False,
         changed: frozenset[ServiceName] | None = None,
     ) -> SyncOutcome:
-        full = full or self.rules.needs_full
         options = render_options(self.config, state.node)
-        desired = self.renderer.render(state, options, None if full else changed)
-        return outcome(self.rules.sync(state, full=full, desired=desired))
+        if full or self.rules.needs_full:
+            # Written while it renders: the kernel parses on the other core meanwhile.
+            return outcome(
+                self.rules.sync_streamed(
+                    state,
+                    render=lambda on_port: self.renderer.render(state, options, on_port=on_port),
+                    early=fixed_tables(options),
+                )
+            )
+        started = time.perf_counter()
+        desired = self.renderer.render(state, options, changed)
+        rendered = time.perf_counter() - started
+        done = outcome(self.rules.sync(state, desired=desired))
+        return replace(done, phases={"render": round(rendered, 4), **done.phases})
 
 
 def _open(config: Config, *, dry_run: bool = False) -> IptablesBackend:

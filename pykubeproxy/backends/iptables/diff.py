@@ -10,7 +10,7 @@ built-in chain exist exactly once.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from graphlib import TopologicalSorter
 
@@ -82,10 +82,11 @@ class TablePlan:
     def empty(self) -> bool:
         return not (self.declare or self.lines or self.delete)
 
-    def text(self) -> str:
+    def text(self, *, header: bool = True) -> str:
+        """The table's restore text; without `header`, for a table a stream has begun."""
         return "".join(
             [
-                f"*{self.table}\n",
+                f"*{self.table}\n" if header else "",
                 *(f":{name} - [0:0]\n" for name in self.declare),
                 *self.lines,
                 *(f"-X {name}\n" for name in self.delete),
@@ -128,7 +129,7 @@ class _Write:
 
 
 @dataclass
-class _TableChanges:
+class TableChanges:
     table: str
     writes: list[_Write]  # in the desired order
     jumps: list[str]  # -I / -D lines keeping our jumps in the built-in chains
@@ -175,13 +176,18 @@ def _edits(name: str, old: str, new: str) -> str | None:
     )
 
 
-def _table_changes(want: TableState, have: TableState | None) -> _TableChanges:
+def table_changes(
+    want: TableState, have: TableState | None, *, skip: Collection[str] = ()
+) -> TableChanges:
+    """What turns `have` into `want`; chains in `skip` were written already (wanted, not stale)."""
     current: Mapping[str, str] = have.chains if have else {}
-    changes = _TableChanges(want.name, [], [], [])
+    changes = TableChanges(want.name, [], [], [])
     for name, rules in want.builtins.items():
         existing = have.builtins.get(name, ()) if have else ()
         changes.jumps.extend(_ensure_jumps(name, rules, existing))
     for name, body in want.chains.items():
+        if name in skip:
+            continue
         old = current.get(name)
         if old is body or old == body:
             continue
@@ -217,7 +223,7 @@ def _add(plan: TablePlan, write: _Write) -> None:
     plan.rules += write.rules
 
 
-def _single_payload(changes: _TableChanges) -> TablePlan:
+def single_payload(changes: TableChanges) -> TablePlan:
     """One transaction: chains in the desired order, our jumps from the built-in chains first.
 
     Order within one transaction does not matter to the kernel; this one is the order
@@ -232,8 +238,8 @@ def _single_payload(changes: _TableChanges) -> TablePlan:
     return plan
 
 
-def _chunked_payloads(
-    changes: _TableChanges, bodies: Mapping[str, str], chunk_rules: int
+def chunked_payloads(
+    changes: TableChanges, bodies: Mapping[str, str], chunk_rules: int
 ) -> list[TablePlan]:
     plans = [TablePlan(changes.table)]
     for write in _dependency_order(changes.writes, bodies):
@@ -255,16 +261,16 @@ def plan_restore(
 ) -> RestorePlan:
     """What turns `actual` into `desired`: one transaction, or chunks of about `chunk_rules`."""
     want, have = _as_tables(desired), _as_tables(actual)
-    tables = [_table_changes(table, have.get(table.name)) for table in want]
+    tables = [table_changes(table, have.get(table.name)) for table in want]
     if chunk_rules is None:
-        plans = [_single_payload(changes) for changes in tables]
+        plans = [single_payload(changes) for changes in tables]
         text = "".join(plan.text() for plan in plans if not plan.empty)
         payloads: tuple[str, ...] = (text,) if text else ()
     else:
         chunks = [
             plan
             for changes, table in zip(tables, want, strict=True)
-            for plan in _chunked_payloads(changes, table.chains, chunk_rules)
+            for plan in chunked_payloads(changes, table.chains, chunk_rules)
         ]
         payloads = tuple(p.text() for p in chunks if not p.empty)
     return RestorePlan(

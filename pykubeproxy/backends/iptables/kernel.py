@@ -6,9 +6,11 @@ own; the daemon runs them as they are, in the namespace it lives in.
 
 from __future__ import annotations
 
+import queue
 import re
 import shutil
 import subprocess
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -46,6 +48,10 @@ class Iptables(Protocol):
 
     def restore(self, payload: str, *, test: bool = False) -> None: ...
 
+    def restore_stream(self) -> RestoreStream:
+        """One restore whose input is written piece by piece (the kernel reads as it comes)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class IptablesBinaries:
@@ -67,6 +73,29 @@ class IptablesBinaries:
             shutil.which(self.save_command) is not None
             and shutil.which(self.restore_command) is not None
         )
+
+
+class RestoreStream(Protocol):
+    """Input to one `iptables-restore --noflush`, written in pieces; `close` waits for it and
+    raises IptablesError if it refused. Nothing is applied unless close succeeds."""
+
+    def write(self, text: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class BufferedRestore:
+    """A RestoreStream that collects the pieces and restores them in one call at close."""
+
+    def __init__(self, kernel: Iptables) -> None:
+        self.kernel = kernel
+        self.pieces: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.pieces.append(text)
+
+    def close(self) -> None:
+        self.kernel.restore("".join(self.pieces))
 
 
 _FAILED_LINE = re.compile(r"line:? (\d+) failed|Error occurred at line: (\d+)")
@@ -106,21 +135,78 @@ class KernelIptables:
     def save(self) -> Ruleset:
         return parse_save(self.save_text())
 
-    def restore(self, payload: str, *, test: bool = False) -> None:
+    def _restore_argv(self, *, test: bool = False) -> list[str]:
         argv = [*self.binaries.prefix, self.binaries.restore_command, "--noflush", "-w", "5"]
-        if test:
-            argv.append("--test")
-        result = _run(argv, payload)
-        if result.returncode == 0:
-            return
-        message = result.stderr.strip() or f"exit status {result.returncode}"
+        return [*argv, "--test"] if test else argv
+
+    def restore(self, payload: str, *, test: bool = False) -> None:
+        result = _run(self._restore_argv(test=test), payload)
+        if result.returncode != 0:
+            raise self.refused(result.stderr, result.returncode, payload)
+
+    def refused(self, stderr: str, status: int, payload: str) -> IptablesError:
+        """The error of a refused restore, naming the payload line the command named."""
+        message = f"{self.binaries.restore_command}: {stderr.strip() or f'exit status {status}'}"
         match = _FAILED_LINE.search(message)
         if match:
             line = int(match.group(1) or match.group(2))
             lines = payload.splitlines()
             text = lines[line - 1] if 0 < line <= len(lines) else None
-            raise IptablesError(f"{self.binaries.restore_command}: {message}", line=line, text=text)
-        raise IptablesError(f"{self.binaries.restore_command}: {message}")
+            return IptablesError(message, line=line, text=text)
+        return IptablesError(message)
+
+    def restore_stream(self) -> RestoreStream:
+        return PipedRestore(self)
+
+
+class PipedRestore:
+    """iptables-restore reading its input while it is produced: it parses on the other core
+    while the sync renders. A writer thread keeps the renderer from waiting on the pipe."""
+
+    def __init__(self, kernel: KernelIptables) -> None:
+        self.kernel = kernel
+        self.pieces: list[str] = []
+        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        try:
+            self._process = subprocess.Popen(
+                kernel._restore_argv(),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        except OSError as exc:
+            raise IptablesError(f"{kernel.binaries.restore_command} could not run: {exc}") from exc
+        self._writer = threading.Thread(target=self._feed, name="iptables-restore", daemon=True)
+        self._writer.start()
+
+    def _feed(self) -> None:
+        stdin = self._process.stdin
+        assert stdin is not None
+        try:
+            while (piece := self._queue.get()) is not None:
+                stdin.write(piece)
+            stdin.close()
+        except (BrokenPipeError, OSError):
+            pass  # it stopped reading: it refused a line, and close() reports why
+
+    def write(self, text: str) -> None:
+        self.pieces.append(text)
+        self._queue.put(text)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._writer.join(COMMAND_TIMEOUT)
+        self._process.stdin = None  # the writer closed it; communicate() must not touch it
+        try:
+            _, stderr = self._process.communicate(timeout=COMMAND_TIMEOUT)
+        except subprocess.TimeoutExpired as exc:
+            self._process.kill()
+            self._process.communicate()
+            raise IptablesError(f"{self.kernel.binaries.restore_command} timed out") from exc
+        if self._process.returncode != 0:
+            payload = "".join(self.pieces)
+            raise self.kernel.refused(stderr, self._process.returncode, payload)
 
 
 def count_rules(ruleset: Ruleset) -> int:

@@ -9,7 +9,7 @@ so that it runs exactly the code a node runs; the tests use it as the stateful f
 from __future__ import annotations
 
 from pykubeproxy.backends.iptables.chains import BUILTIN_CHAINS
-from pykubeproxy.backends.iptables.kernel import IptablesError
+from pykubeproxy.backends.iptables.kernel import BufferedRestore, IptablesError, RestoreStream
 from pykubeproxy.backends.iptables.ruleset import Ruleset, jump_target, parse_save
 
 BUILTIN = {
@@ -81,6 +81,9 @@ class MemoryIptables:
         if not test:
             self.tables = tables
             self.written.append(payload)
+
+    def restore_stream(self) -> RestoreStream:
+        return BufferedRestore(self)
 
     def kube_rules(self, table: str) -> int:
         """Rules in KUBE- chains, as `iptables-save | grep -c '^-A KUBE-'` would count them."""

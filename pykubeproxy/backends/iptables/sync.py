@@ -9,13 +9,16 @@ only the drift: on an undisturbed node it writes nothing.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from pykubeproxy.backends import SyncError
 from pykubeproxy.backends.iptables.diff import RestorePlan, plan_restore
 from pykubeproxy.backends.iptables.kernel import Iptables, IptablesError
+from pykubeproxy.backends.iptables.render import PortRules
 from pykubeproxy.backends.iptables.ruleset import Ruleset
+from pykubeproxy.backends.iptables.stream import StreamedWrite
 from pykubeproxy.backends.iptables.tables import Tables, parse_save_tables
 from pykubeproxy.log import get_logger
 from pykubeproxy.model import ProxyState, ServicePort, Skipped
@@ -41,12 +44,26 @@ def _tables(rendered: Tables | Ruleset) -> Tables:
     return rendered if isinstance(rendered, Tables) else Tables.from_ruleset(rendered)
 
 
+class _Phases:
+    """Seconds spent in each phase of a sync, for the sync's log line and the benchmarks."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] = round(now - self._last, 4)
+        self._last = now
+
+
 @dataclass(frozen=True, slots=True)
 class SyncResult:
     full: bool  # whether the kernel was read and compared
     plan: RestorePlan
     desired: Tables  # what the kernel holds now
     rejected: tuple[Skipped, ...] = ()
+    phases: Mapping[str, float] = field(default_factory=dict)  # seconds: read, plan, write
 
     @property
     def wrote(self) -> bool:
@@ -89,10 +106,14 @@ class IptablesSyncer:
         full = full or self.needs_full or self.written is None
         self.needs_full = True
         want = desired if desired is not None else _tables(self.render(state))
+        clock = _Phases()
         try:
             have = self._read() if full or self.written is None else self.written
+            clock.lap("read")
             plan = plan_restore(want, have, chunk_rules=self.chunk_rules)
+            clock.lap("plan")
             self._write(plan)
+            clock.lap("write")
         except IptablesError as exc:
             self.failed_restores += 1
             log.warning(
@@ -103,7 +124,37 @@ class IptablesSyncer:
             )
             return self._sync_without_rejected(state, want, exc)
         self.written, self.needs_full = want, False
-        return SyncResult(full, plan, want)
+        return SyncResult(full, plan, want, phases=clock.seconds)
+
+    def sync_streamed(
+        self,
+        state: ProxyState,
+        *,
+        render: Callable[[Callable[[PortRules], None]], Tables],
+        early: Tables,
+    ) -> SyncResult:
+        """A full sync written while `render` renders (it calls back with each port's rules)."""
+        self.needs_full = True
+        clock = _Phases()
+        try:
+            have = self._read()
+            clock.lap("read")
+            writer = StreamedWrite(self.kernel, have, early=early, chunk_rules=self.chunk_rules)
+            want = render(writer.port)
+            clock.lap("render_and_write")
+            plan = writer.finish(want)
+            clock.lap("write")
+        except IptablesError as exc:
+            self.failed_restores += 1
+            log.warning(
+                "the kernel refused the restore; looking for the Services it refuses",
+                error=str(exc),
+                line=exc.line,
+                text=exc.text,
+            )
+            return self._sync_without_rejected(state, _tables(self.render(state)), exc)
+        self.written, self.needs_full = want, False
+        return SyncResult(True, plan, want, phases=clock.seconds)
 
     def _sync_without_rejected(
         self, state: ProxyState, desired: Tables, error: IptablesError
