@@ -157,7 +157,13 @@ def test_an_added_endpoint_is_programmed_by_a_partial_sync(proxy: ProxyProcess) 
             proxy.manifests, "web-abcde", "10.244.1.99", trigger_time=rfc3339_now()
         )
     )
-    after = proxy.wait_for_syncs(total=max(2, total + 1), partial=partial + 1)
+    # Periodic (partial) syncs run every SYNC_PERIOD too: wait for the one that took the edit.
+    def programmed_the_edit() -> Scrape | None:
+        scrape = proxy.wait_for_syncs(total=max(2, total + 1), partial=partial + 1)
+        done = scrape.value("kubeproxy_sync_proxy_rules_endpoint_changes_total") or 0
+        return scrape if done > changes else None
+
+    after = wait_until(programmed_the_edit, what="a partial sync programming the new endpoint")
 
     assert sync_counts(after)[0] >= 2
     assert sync_counts(after)[2] >= 1
