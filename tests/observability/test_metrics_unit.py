@@ -17,9 +17,8 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from pykubeproxy.backends import SyncError, SyncOutcome
-from pykubeproxy.backends.iptables.backend import IptablesBackend
+from pykubeproxy.backends.iptables.backend import IptablesBackend, RenderedRules
 from pykubeproxy.backends.iptables.ruleset import format_restore
-from pykubeproxy.backends.iptables.tables import Tables
 from pykubeproxy.config import Config
 from pykubeproxy.health import ProxyHealth
 from pykubeproxy.metrics import ProxyMetrics
@@ -259,8 +258,8 @@ def test_rule_gauges_count_the_rules_of_kube_chains_in_each_table(observed: Obse
     result = observed.sync()
 
     for table in ("filter", "nat"):
-        assert isinstance(result.desired, Tables)
-        rendered = result.desired.ruleset().table(table)
+        assert isinstance(result.desired, RenderedRules)
+        rendered = result.desired.tables().ruleset().table(table)
         kube = sum(len(c.rules) for c in rendered.chains if c.name.startswith("KUBE-"))
         assert kube > 0
         assert observed.value(f"{SYNC}_iptables_total", table=table) == kube
@@ -485,8 +484,8 @@ def test_rules_view_shows_the_ruleset_of_the_last_sync_and_its_outcome(
     result = observed.sync()
 
     finished = rfc3339(observed.clock.now)
-    assert isinstance(result.desired, Tables)
-    ruleset = result.desired.ruleset()
+    assert isinstance(result.desired, RenderedRules)
+    ruleset = result.desired.tables().ruleset()
     assert observed.rules.text() == f"# last sync {finished}: ok\n" + format_restore(ruleset)
     body = json.loads(observed.rules.json())
     assert body["lastSync"] == {"finished": finished, "ok": True, "message": ""}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pykubeproxy.backends import SetupError, mode, open_backend
+from pykubeproxy.backends.iptables.backend import RenderedRules
 from pykubeproxy.backends.iptables.memory import MemoryIptables
-from pykubeproxy.backends.iptables.tables import Tables
 from pykubeproxy.config import Config
 from pykubeproxy.pipeline import NodeIdentity
 from pykubeproxy.proxy import Proxy
@@ -44,9 +44,9 @@ def test_what_the_memory_kernel_holds_after_the_dry_run_is_the_printed_ruleset()
 
     outcome = proxy.sync(store, full=True)
 
-    assert isinstance(outcome.desired, Tables)
+    assert isinstance(outcome.desired, RenderedRules)
     held = proxy.backend.kernel.save()  # type: ignore[attr-defined]
-    for table in outcome.desired.ruleset():
+    for table in outcome.desired.tables().ruleset():
         in_kernel = {
             c.name: c.rules for c in held.table(table.name).chains if c.rules or not c.builtin
         }

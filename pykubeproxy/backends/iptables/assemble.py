@@ -20,7 +20,7 @@ from pykubeproxy.backends.iptables.render import (
 )
 from pykubeproxy.backends.iptables.ruleset import Ruleset
 from pykubeproxy.backends.iptables.shared_rules import comment as _comment
-from pykubeproxy.backends.iptables.tables import Tables, TableState, make_body
+from pykubeproxy.backends.iptables.tables import Body, Tables, TableState, make_body
 from pykubeproxy.model import Endpoint, ProxyState, ServiceName, ServicePort, ServicePortName
 
 # Jumps from the built-in chains, in the order they end up in a kube-proxy node's chains
@@ -113,11 +113,13 @@ def assemble(ports: Iterable[PortRules], opts: RenderOptions) -> Tables:
     }
     for key, rules in fixed.items():
         shared[key].append(make_body(key[1], rules))
-    own: dict[str, str] = {}
+    own: dict[str, Body] = {}
+    own_rules = 0
     for port in ports:
         for table, chain, lines in port.shared:
             shared[(table, chain)].append(lines)
         own.update(port.chains)
+        own_rules += port.rules
     nodeports = [f"{d} -j {c.KUBE_NODEPORTS}" for d in _nodeport_destinations(opts)]
     shared[("nat", c.KUBE_SERVICES)].append(make_body(c.KUBE_SERVICES, nodeports))
     filter_chains = {name: "".join(shared[("filter", name)]) for name in FILTER_CHAINS}
@@ -127,18 +129,27 @@ def assemble(ports: Iterable[PortRules], opts: RenderOptions) -> Tables:
             "-m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP"
         )
         filter_chains[c.KUBE_FIREWALL] = make_body(c.KUBE_FIREWALL, [drop])
-    nat_chains = {name: "".join(shared[("nat", name)]) for name in NAT_CHAINS}
+    nat_chains: dict[str, Body] = {name: "".join(shared[("nat", name)]) for name in NAT_CHAINS}
+    shared_rules_count = sum(str(body).count("\n") for body in nat_chains.values())
     nat_chains.update(own)
     nat_jumps = {ch.name: ch.rules for ch in shared_rules.jump_chains(shared_rules.NAT_JUMPS)}
     return Tables(
         (
             TableState("filter", _filter_jumps(opts), filter_chains),
-            TableState("nat", nat_jumps, nat_chains),
+            TableState("nat", nat_jumps, nat_chains, shared_rules_count + own_rules),
         )
     )
 
 
 _Key = tuple[ServicePort, tuple[Endpoint, ...]]
+# Called with a port's rules as they are known, and a way to render them in full again.
+PortHook = Callable[[PortRules, Callable[[], PortRules]], None]
+
+
+def _again(
+    port: ServicePort, endpoints: tuple[Endpoint, ...], opts: RenderOptions
+) -> Callable[[], PortRules]:
+    return lambda: render_port(port, endpoints, opts)
 
 
 class Renderer:
@@ -160,9 +171,10 @@ class Renderer:
         opts: RenderOptions,
         changed: Collection[ServiceName] | None = None,
         *,
-        on_port: Callable[[PortRules], None] | None = None,
+        on_port: PortHook | None = None,
     ) -> Tables:
-        """The desired tables; `on_port` sees each port's rules as soon as they are known."""
+        """The desired tables; `on_port` sees each port's rules as soon as they are known,
+        with a way to render them again in full (a cached port may keep only digests)."""
         if opts != self._options:
             self._ports, self._options, changed = {}, opts, None
         cache, fresh = self._ports, {}
@@ -174,7 +186,7 @@ class Renderer:
             if entry is not None and changed is not None and name.service not in changed:
                 fresh[name] = entry
                 if on_port is not None:
-                    on_port(entry[1])
+                    on_port(entry[1], _again(port, endpoints.get(name, ()), opts))
                 continue
             key = (port, endpoints.get(name, ()))
             if entry is None or entry[0] != key:
@@ -182,9 +194,13 @@ class Renderer:
                 self.rendered += 1
             fresh[name] = entry
             if on_port is not None:
-                on_port(entry[1])
+                on_port(entry[1], _again(port, key[1], opts))
         self._ports = fresh
         return assemble((entry[1] for entry in fresh.values()), opts)
+
+    def compact(self) -> None:
+        """Once written: keep digests of the ports' own chains instead of their text."""
+        self._ports = {name: (key, rules.compact()) for name, (key, rules) in self._ports.items()}
 
 
 def fixed_tables(opts: RenderOptions) -> Tables:

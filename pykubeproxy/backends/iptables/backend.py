@@ -6,7 +6,8 @@ import ipaddress
 import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Any
 
 from pykubeproxy.backends import BackendError, Mode, SetupError, SyncOutcome
 from pykubeproxy.backends.iptables.assemble import Renderer, fixed_tables, render_tables
@@ -106,6 +107,28 @@ def open_kernel(config: Config, *, dry_run: bool) -> Iptables:
     return KernelIptables(IptablesBinaries(choice.backend))
 
 
+@dataclass(frozen=True, slots=True)
+class RenderedRules:
+    """What iptables mode programmed, as `Programmed`: rendered again only when someone looks
+    (/rules, --dry-run), so that between syncs the proxy keeps digests, not 30 MB of text."""
+
+    state: ProxyState
+    options: RenderOptions
+    counts: Mapping[str, int]
+
+    def tables(self) -> Tables:
+        return render_tables(self.state, self.options)
+
+    def text(self) -> str:
+        return self.tables().text()
+
+    def to_json(self) -> dict[str, Any]:
+        return self.tables().to_json()
+
+    def rule_counts(self) -> Mapping[str, int]:
+        return self.counts
+
+
 class IptablesBackend:
     """kube-proxy's iptables mode: per-Service chains, one restore per sync."""
 
@@ -148,20 +171,23 @@ class IptablesBackend:
         changed: frozenset[ServiceName] | None = None,
     ) -> SyncOutcome:
         options = render_options(self.config, state.node)
+        phases: dict[str, float] = {}
         if full or self.rules.needs_full:
             # Written while it renders: the kernel parses on the other core meanwhile.
-            return outcome(
-                self.rules.sync_streamed(
-                    state,
-                    render=lambda on_port: self.renderer.render(state, options, on_port=on_port),
-                    early=fixed_tables(options),
-                )
+            result = self.rules.sync_streamed(
+                state,
+                render=lambda on_port: self.renderer.render(state, options, on_port=on_port),
+                early=fixed_tables(options),
             )
-        started = time.perf_counter()
-        desired = self.renderer.render(state, options, changed)
-        rendered = time.perf_counter() - started
-        done = outcome(self.rules.sync(state, desired=desired))
-        return replace(done, phases={"render": round(rendered, 4), **done.phases})
+        else:
+            started = time.perf_counter()
+            desired = self.renderer.render(state, options, changed)
+            phases["render"] = round(time.perf_counter() - started, 4)
+            result = self.rules.sync(state, desired=desired)
+        self.renderer.compact()
+        done = outcome(result)
+        programmed = RenderedRules(result.state or state, options, result.desired.rule_counts())
+        return replace(done, desired=programmed, phases={**phases, **done.phases})
 
 
 def _open(config: Config, *, dry_run: bool = False) -> IptablesBackend:

@@ -16,7 +16,7 @@ from graphlib import TopologicalSorter
 
 from pykubeproxy.backends.iptables import chains as c
 from pykubeproxy.backends.iptables.ruleset import Ruleset, jump_target
-from pykubeproxy.backends.iptables.tables import Tables, TableState
+from pykubeproxy.backends.iptables.tables import Body, Tables, TableState, same_body
 
 # Chains kube-proxy (or we) own wholesale, including those older kube-proxy versions created.
 # IPVS mode's own chains are among them: stale (and removed) in iptables mode, and back.
@@ -180,7 +180,7 @@ def table_changes(
     want: TableState, have: TableState | None, *, skip: Collection[str] = ()
 ) -> TableChanges:
     """What turns `have` into `want`; chains in `skip` were written already (wanted, not stale)."""
-    current: Mapping[str, str] = have.chains if have else {}
+    current: Mapping[str, Body] = have.chains if have else {}
     changes = TableChanges(want.name, [], [], [])
     for name, rules in want.builtins.items():
         existing = have.builtins.get(name, ()) if have else ()
@@ -189,9 +189,11 @@ def table_changes(
         if name in skip:
             continue
         old = current.get(name)
-        if old is body or old == body:
+        if same_body(old, body):
             continue
-        edits = _edits(name, old, body) if old is not None else None
+        if isinstance(body, int):
+            raise ValueError(f"chain {name} differs from the kernel's but has no text to write")
+        edits = _edits(name, old, body) if isinstance(old, str) else None
         changes.writes.append(_Write(name, body) if edits is None else _Write(name, edits, True))
     changes.stale = [
         name for name in current if name not in want.chains and is_owned_chain(want.name, name)
@@ -206,12 +208,12 @@ def table_changes(
     return changes
 
 
-def _dependency_order(writes: list[_Write], bodies: Mapping[str, str]) -> list[_Write]:
+def _dependency_order(writes: list[_Write]) -> list[_Write]:
     """The writes ordered so that each comes after every chain (of the list) it jumps to."""
     by_name = {write.chain: write for write in writes}
     sorter: TopologicalSorter[str] = TopologicalSorter()
     for write in writes:
-        targets = set(_TARGETS.findall(bodies[write.chain]))
+        targets = set(_TARGETS.findall(write.text))
         sorter.add(write.chain, *(t for t in targets if t in by_name and t != write.chain))
     return [by_name[name] for name in sorter.static_order()]
 
@@ -238,11 +240,9 @@ def single_payload(changes: TableChanges) -> TablePlan:
     return plan
 
 
-def chunked_payloads(
-    changes: TableChanges, bodies: Mapping[str, str], chunk_rules: int
-) -> list[TablePlan]:
+def chunked_payloads(changes: TableChanges, chunk_rules: int) -> list[TablePlan]:
     plans = [TablePlan(changes.table)]
-    for write in _dependency_order(changes.writes, bodies):
+    for write in _dependency_order(changes.writes):
         if plans[-1].rules and plans[-1].rules + write.rules > chunk_rules:
             plans.append(TablePlan(changes.table))
         _add(plans[-1], write)
@@ -267,11 +267,7 @@ def plan_restore(
         text = "".join(plan.text() for plan in plans if not plan.empty)
         payloads: tuple[str, ...] = (text,) if text else ()
     else:
-        chunks = [
-            plan
-            for changes, table in zip(tables, want, strict=True)
-            for plan in chunked_payloads(changes, table.chains, chunk_rules)
-        ]
+        chunks = [plan for changes in tables for plan in chunked_payloads(changes, chunk_rules)]
         payloads = tuple(p.text() for p in chunks if not p.empty)
     return RestorePlan(
         payloads,

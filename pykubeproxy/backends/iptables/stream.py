@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 from pykubeproxy.backends.iptables.diff import (
     RestorePlan,
@@ -24,7 +24,7 @@ from pykubeproxy.backends.iptables.diff import (
 )
 from pykubeproxy.backends.iptables.kernel import Iptables, IptablesError, RestoreStream
 from pykubeproxy.backends.iptables.render import PortRules
-from pykubeproxy.backends.iptables.tables import Tables, TableState
+from pykubeproxy.backends.iptables.tables import Body, Tables, TableState, same_body
 
 NAT = "nat"
 
@@ -75,7 +75,7 @@ class StreamedWrite:
         missing = early.get(NAT)
         self._early = {
             name: body
-            for name, body in (missing.chains.items() if missing else ())
+            for name, body in (missing.texts() if missing else ())
             if name not in self._have_nat
         }
         self._stream: RestoreStream | None = None
@@ -83,7 +83,7 @@ class StreamedWrite:
         self._chunk: list[str] = []
         self._chunk_rules = 0
         self.payloads: list[str] = []
-        self.written: dict[str, str] = {}  # nat chains written so far, name → body
+        self.written: dict[str, Body] = {}  # nat chains written so far, name → body
         self._ports: set[str] = set()
 
     def _begin(self) -> None:
@@ -106,16 +106,21 @@ class StreamedWrite:
             assert self._stream is not None
             self._stream.write(text)
 
-    def port(self, rules: PortRules) -> None:
-        """Write the port's own chains that differ from the kernel's (all of them, first)."""
-        changed = []
+    def port(self, rules: PortRules, again: Callable[[], PortRules]) -> None:
+        """Write the port's own chains that differ from the kernel's (all of them, first).
+
+        A cached port may hold only digests: `again` renders its text when one differs."""
+        differ = []
         for name, body in rules.chains:
             self._ports.add(name)
-            old = self._have_nat.get(name)
-            if old is not body and old != body:
-                changed.append((name, body))
-        if not changed:
+            if not same_body(self._have_nat.get(name), body):
+                differ.append(name)
+        if not differ:
             return
+        if any(isinstance(body, int) for _, body in rules.chains):
+            rules = again()
+        texts = dict(rules.chains)
+        changed = [(name, str(texts[name])) for name in differ]
         if not self._chunk and self._stream is None:
             self._begin()
         declared = [f":{name} - [0:0]\n" for name, _ in changed]
@@ -141,7 +146,7 @@ class StreamedWrite:
         ]
         try:
             if self._chunks is not None:
-                self._finish_chunks(changes, tables)
+                self._finish_chunks(changes)
             else:
                 self._finish_stream(changes)
         finally:
@@ -180,12 +185,12 @@ class StreamedWrite:
         if self._stream is not None:
             self._stream.close()
 
-    def _finish_chunks(self, changes: list[TableChanges], tables: list[TableState]) -> None:
+    def _finish_chunks(self, changes: list[TableChanges]) -> None:
         assert self._chunks is not None and self.chunk_rules
         if self._chunk:
             self._submit_chunk()
-        for change, table in zip(changes, tables, strict=True):
-            for plan in chunked_payloads(change, table.chains, self.chunk_rules):
+        for change in changes:
+            for plan in chunked_payloads(change, self.chunk_rules):
                 if not plan.empty:
                     text = plan.text()
                     self.payloads.append(text)

@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from pykubeproxy.backends import SyncError
-from pykubeproxy.backends.iptables.diff import RestorePlan, plan_restore
+from pykubeproxy.backends.iptables.assemble import PortHook
+from pykubeproxy.backends.iptables.diff import EDIT_MIN_RULES, RestorePlan, plan_restore
 from pykubeproxy.backends.iptables.kernel import Iptables, IptablesError
-from pykubeproxy.backends.iptables.render import PortRules
 from pykubeproxy.backends.iptables.ruleset import Ruleset
 from pykubeproxy.backends.iptables.stream import StreamedWrite
 from pykubeproxy.backends.iptables.tables import Tables, parse_save_tables
@@ -64,6 +64,7 @@ class SyncResult:
     desired: Tables  # what the kernel holds now
     rejected: tuple[Skipped, ...] = ()
     phases: Mapping[str, float] = field(default_factory=dict)  # seconds: read, plan, write
+    state: ProxyState | None = None  # what was programmed, when Services were left out
 
     @property
     def wrote(self) -> bool:
@@ -96,6 +97,10 @@ class IptablesSyncer:
         for payload in plan.payloads:
             self.kernel.restore(payload)
 
+    def _written(self, tables: Tables) -> None:
+        """Remember what the kernel now holds, as digests but for chains edited rule by rule."""
+        self.written, self.needs_full = tables.compact(keep_rules=EDIT_MIN_RULES), False
+
     def _read(self) -> Tables:
         return parse_save_tables(self.kernel.save_text())
 
@@ -123,14 +128,14 @@ class IptablesSyncer:
                 text=exc.text,
             )
             return self._sync_without_rejected(state, want, exc)
-        self.written, self.needs_full = want, False
+        self._written(want)
         return SyncResult(full, plan, want, phases=clock.seconds)
 
     def sync_streamed(
         self,
         state: ProxyState,
         *,
-        render: Callable[[Callable[[PortRules], None]], Tables],
+        render: Callable[[PortHook], Tables],
         early: Tables,
     ) -> SyncResult:
         """A full sync written while `render` renders (it calls back with each port's rules)."""
@@ -153,7 +158,7 @@ class IptablesSyncer:
                 text=exc.text,
             )
             return self._sync_without_rejected(state, _tables(self.render(state)), exc)
-        self.written, self.needs_full = want, False
+        self._written(want)
         return SyncResult(True, plan, want, phases=clock.seconds)
 
     def _sync_without_rejected(
@@ -173,7 +178,7 @@ class IptablesSyncer:
         except IptablesError as exc:
             self.failed_restores += 1
             raise SyncError(f"the kernel refused the ruleset: {exc}", desired=desired) from exc
-        self.written = reduced
+        self.written = reduced.compact(keep_rules=EDIT_MIN_RULES)
         reason = f"rules rejected by the kernel ({error})"
         skipped = tuple(
             Skipped("Service", p.name.namespace, p.name.name, f"port {p.name}: {reason}", True)
@@ -181,7 +186,8 @@ class IptablesSyncer:
         )
         # Rejected Services are retried by the next (full) sync: they may be fixed by then.
         self.needs_full = bool(rejected)
-        return SyncResult(True, plan, reduced, skipped)
+        programmed = replace(state, services=keep) if rejected else None
+        return SyncResult(True, plan, reduced, skipped, state=programmed)
 
     def _accepts(self, state: ProxyState, ports: Sequence[ServicePort]) -> bool:
         tables = _tables(self.render(replace(state, services=tuple(ports))))

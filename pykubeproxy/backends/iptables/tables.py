@@ -10,12 +10,37 @@ rule-by-rule view of the same thing, built only where a person or a test looks a
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pykubeproxy.backends.iptables.chains import BUILTIN_CHAINS
 from pykubeproxy.backends.iptables.ruleset import Chain, Ruleset, Table, ruleset_to_json
+
+# A chain's rules as restore text; once written and kept only for comparison, its digest
+# (hash() of that text: what this process compares, never stored or sent anywhere).
+Body = str | int
+
+
+def digest(body: Body) -> int:
+    return body if isinstance(body, int) else hash(body)
+
+
+def same_body(old: Body | None, new: Body) -> bool:
+    """Whether two bodies hold the same rules, either or both being digests."""
+    if old is new or old == new:
+        return True
+    return (
+        old is not None
+        and isinstance(old, int) != isinstance(new, int)
+        and (digest(old) == digest(new))
+    )
+
+
+def _text(body: Body) -> str:
+    if isinstance(body, int):
+        raise TypeError("a table kept as digests has no rule text")
+    return body
 
 
 def body_rules(name: str, body: str) -> tuple[str, ...]:
@@ -38,12 +63,25 @@ class TableState:
 
     name: str
     builtins: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    chains: Mapping[str, str] = field(default_factory=dict)
+    chains: Mapping[str, Body] = field(default_factory=dict)
+    # Rules in user chains, when counted as they were rendered (a compact table keeps digests).
+    rules: int | None = None
 
     @property
     def rule_count(self) -> int:
         """Rules in user chains (as iptables-save lists them), the jumps left out."""
-        return sum(body.count("\n") for body in self.chains.values())
+        if self.rules is not None:
+            return self.rules
+        return sum(_text(body).count("\n") for body in self.chains.values())
+
+    def texts(self) -> Iterator[tuple[str, str]]:
+        """(chain, body) of every user chain; a table kept as digests has no text to give."""
+        return ((name, _text(body)) for name, body in self.chains.items())
+
+    def compact(self, keep: Collection[str]) -> TableState:
+        """The same table with each body not in `keep` replaced by its digest."""
+        chains = {n: b if n in keep else digest(b) for n, b in self.chains.items()}
+        return TableState(self.name, self.builtins, chains, self.rule_count)
 
     def restore_text(self) -> str:
         """The whole table as `iptables-restore --noflush` input: declared, jumps, rules."""
@@ -53,11 +91,12 @@ class TableState:
             for position, rule in enumerate(rules, start=1)
         ]
         declared = [f":{name} - [0:0]\n" for name in self.chains]
-        return "".join([f"*{self.name}\n", *declared, *jumps, *self.chains.values(), "COMMIT\n"])
+        bodies = [body for _, body in self.texts()]
+        return "".join([f"*{self.name}\n", *declared, *jumps, *bodies, "COMMIT\n"])
 
     def table(self) -> Table:
         builtin = (Chain(name, rules) for name, rules in self.builtins.items())
-        own = (Chain(name, body_rules(name, body)) for name, body in self.chains.items())
+        own = (Chain(name, body_rules(name, body)) for name, body in self.texts())
         return Table(self.name, (*builtin, *own))
 
 
@@ -85,13 +124,27 @@ class Tables:
     def rule_counts(self) -> dict[str, int]:
         return {table.name: table.rule_count for table in self.tables}
 
+    def compact(self, *, keep_rules: int) -> Tables:
+        """The same tables keeping the text only of chains with at least `keep_rules` rules
+        (those a later sync may edit rule by rule); the others as digests."""
+        return Tables(
+            tuple(
+                table.compact(
+                    {
+                        name
+                        for name, body in table.chains.items()
+                        if isinstance(body, str) and body.count("\n") >= keep_rules
+                    }
+                )
+                for table in self.tables
+            )
+        )
+
     def normalized(self) -> Tables:
         """The same tables with probabilities as the kernel reports them written as ours."""
         return Tables(
             tuple(
-                TableState(
-                    t.name, t.builtins, {n: _normalized(body) for n, body in t.chains.items()}
-                )
+                TableState(t.name, t.builtins, {n: _normalized(body) for n, body in t.texts()})
                 for t in self.tables
             )
         )
