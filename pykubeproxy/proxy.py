@@ -9,8 +9,8 @@ from typing import Protocol
 from pykubeproxy.backends import Backend, Programmed, SyncError, SyncOutcome
 from pykubeproxy.conntrack import TRACKED, Conntrack, clear_stale_flows
 from pykubeproxy.log import get_logger
-from pykubeproxy.model import ProxyState
-from pykubeproxy.pipeline import NodeIdentity, Translated, translate_snapshot
+from pykubeproxy.model import ProxyState, ServiceName
+from pykubeproxy.pipeline import NodeIdentity, Translated, Translator
 from pykubeproxy.store import Snapshot, Store
 
 log = get_logger("pykubeproxy.proxy")
@@ -50,10 +50,20 @@ class Proxy:
         self.observer: SyncObserver | None = None
         self._flows_checked_for: frozenset[object] | None = None
         self._reported: set[str] = set()
+        self.translator = Translator(identity)
+        # Services changed since the last successful sync; None: not known (at start, or after
+        # this node changed), so the backend must look at every Service.
+        self._unsynced: set[ServiceName] | None = None
 
     def translate(self, store: Store) -> tuple[Snapshot, Translated]:
         snapshot = store.snapshot()
-        return snapshot, translate_snapshot(snapshot, self.identity)
+        # Recorded first: the snapshot took them out of the store, a crash below must not lose them.
+        if self._unsynced is not None:
+            self._unsynced |= snapshot.changed
+        translated = self.translator.translate(snapshot)
+        if translated.changed is None:
+            self._unsynced = None
+        return snapshot, translated
 
     def sync(self, store: Store, *, full: bool) -> SyncOutcome:
         """Program what the store holds now. Raises SyncError (the observer hears either way)."""
@@ -66,8 +76,12 @@ class Proxy:
         started = time.monotonic()
         refused_before = self.backend.failed_writes
         attempted_full = full or self.backend.needs_full
+        # What changed since the last successful sync, when known; a backend that must sync in
+        # full (its first sync, any after a failure) is told nothing, so it looks at everything.
+        unsynced = self._unsynced
+        changed = None if self.backend.needs_full or unsynced is None else frozenset(unsynced)
         try:
-            outcome = self.backend.sync(state, full=full)
+            outcome = self.backend.sync(state, full=full, changed=changed)
         except SyncError as exc:
             refused = self.backend.failed_writes - refused_before
             seconds = time.monotonic() - started
@@ -77,9 +91,10 @@ class Proxy:
                 )
             )
             raise
+        self._unsynced = set()
         self._clear_stale_flows(state)
         elapsed = time.monotonic() - started
-        self._log(state, outcome, elapsed)
+        self._log(state, outcome, elapsed, changed)
         refused = self.backend.failed_writes - refused_before
         self._notify(
             SyncReport(snapshot, state, attempted_full, elapsed, refused, outcome, outcome.desired)
@@ -90,7 +105,13 @@ class Proxy:
         if self.observer is not None:
             self.observer.synced(report)
 
-    def _log(self, state: ProxyState, outcome: SyncOutcome, seconds: float) -> None:
+    def _log(
+        self,
+        state: ProxyState,
+        outcome: SyncOutcome,
+        seconds: float,
+        changed: frozenset[ServiceName] | None,
+    ) -> None:
         for skipped in outcome.rejected:
             log.warning(
                 "service skipped",
@@ -102,6 +123,8 @@ class Proxy:
             mode=self.backend.mode,
             backend=self.backend.interface,
             full=outcome.full,
+            changed_services="all" if changed is None else len(changed),
+            translated_objects=self.translator.translated,
             services=len(state.services),
             endpoints=sum(len(eps) for eps in state.endpoints.values()),
             chains_written=outcome.chains_written,
