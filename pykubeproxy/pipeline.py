@@ -11,9 +11,9 @@ lost change set (a failed sync) cannot leave a stale translation behind.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from pykubeproxy.fields import describe
 from pykubeproxy.model import (
@@ -102,22 +102,15 @@ def translate_snapshot(snapshot: Snapshot, identity: NodeIdentity) -> Translated
 
 # --- one kind's translations, kept by object -------------------------------------------------
 
+# A Service as (namespace, name): ServiceName's fields, as a key that hashes in C.
+_Key = tuple[str, str]
 
-@dataclass(frozen=True, slots=True)
-class _Entry(Generic[R]):
+
+class _Entry(NamedTuple, Generic[R]):
     obj: object  # held, so that no other object can take its id while it is cached
-    service: ServiceName | None  # the Service its result feeds; None: it feeds none
+    service: _Key | None  # the Service its result feeds; None: it feeds none
     result: R
     skipped: tuple[Skipped, ...]
-
-
-@dataclass(slots=True)
-class _Walk:
-    """What one pass over a kind's objects found."""
-
-    dirty: set[ServiceName]  # Services fed by an object that is new or gone
-    skipped: list[Skipped]  # every object's skip reasons, in snapshot order
-    translated: int  # objects translated (not found in the cache)
 
 
 class _Cache(Generic[R]):
@@ -125,41 +118,49 @@ class _Cache(Generic[R]):
 
     def __init__(self, translate: Callable[[object], _Entry[R]]) -> None:
         self._translate = translate
+        self._objects: tuple[object, ...] = ()
         self._entries: dict[int, _Entry[R]] = {}
-        self._feeding: dict[ServiceName, dict[int, _Entry[R]]] = {}
+        self._feeding: dict[_Key, dict[int, _Entry[R]]] = {}
         self._position: dict[int, int] | None = None
+        self.skipped: tuple[Skipped, ...] = ()  # every object's skip reasons, in snapshot order
+        self.translated = 0  # objects the last walk translated (not found here)
 
-    def walk(self, objects: Iterable[object]) -> _Walk:
-        old, new = self._entries, {}
-        found = _Walk(set(), [], 0)
-        for obj in objects:
-            key = id(obj)
-            entry = old.get(key)
-            if entry is None:
-                entry = self._translate(obj)
-                found.translated += 1
-                if entry.service is not None:
-                    found.dirty.add(entry.service)
-                    self._feeding.setdefault(entry.service, {})[key] = entry
-            new[key] = entry
-            if entry.skipped:
-                found.skipped.extend(entry.skipped)
-        if found.translated or len(new) != len(old):
-            for key in old.keys() - new.keys():
-                self._forget(key, old[key], found.dirty)
-        self._entries, self._position = new, None
-        return found
+    def walk(self, objects: tuple[object, ...]) -> set[_Key]:
+        """Take in this kind's objects now; the Services fed by objects that came or went."""
+        if objects is self._objects:
+            self.translated = 0
+            return set()  # the store hands out the same tuple while nothing of a kind changed
+        entries = self._entries
+        by_id = dict(zip(map(id, objects), objects, strict=True))
+        gone = [entries.pop(key) for key in entries.keys() - by_id.keys()]
+        # In snapshot order: at the first walk, translating in memory order is much faster.
+        came = [self._translate(obj) for key, obj in by_id.items() if key not in entries]
+        dirty: set[_Key] = set()
+        for entry in gone:
+            self._feed(entry, dirty, add=False)
+        for entry in came:
+            self._feed(entry, dirty, add=True)
+        if any(entry.skipped for entry in (*gone, *came)):
+            self.skipped = tuple(s for key in by_id for s in entries[key].skipped)
+        self._objects, self._position, self.translated = objects, None, len(came)
+        return dirty
 
-    def _forget(self, key: int, entry: _Entry[R], dirty: set[ServiceName]) -> None:
+    def _feed(self, entry: _Entry[R], dirty: set[_Key], *, add: bool) -> None:
+        key = id(entry.obj)
+        if add:
+            self._entries[key] = entry
         if entry.service is None:
             return
         dirty.add(entry.service)
-        feeding = self._feeding[entry.service]
+        feeding = self._feeding.setdefault(entry.service, {})
+        if add:
+            feeding[key] = entry
+            return
         del feeding[key]
         if not feeding:
             del self._feeding[entry.service]
 
-    def results(self, service: ServiceName) -> list[R]:
+    def results(self, service: _Key) -> list[R]:
         """The results feeding one Service, in snapshot order."""
         feeding = self._feeding.get(service)
         if not feeding:
@@ -167,7 +168,7 @@ class _Cache(Generic[R]):
         if len(feeding) == 1:
             return [entry.result for entry in feeding.values()]
         if self._position is None:
-            self._position = {key: index for index, key in enumerate(self._entries)}
+            self._position = {id(obj): index for index, obj in enumerate(self._objects)}
         position = self._position
         return [feeding[key].result for key in sorted(feeding, key=position.__getitem__)]
 
@@ -177,7 +178,8 @@ def _service_entry(obj: object) -> _Entry[tuple[ServicePort, ...]]:
         ports, notes = translate_service(obj, family=FAMILY)
     except InvalidObject as exc:
         return _Entry(obj, None, (), (describe("Service", obj).skipped(str(exc), invalid=True),))
-    return _Entry(obj, ports[0].name.service if ports else None, tuple(ports), tuple(notes))
+    service = (ports[0].name.namespace, ports[0].name.name) if ports else None
+    return _Entry(obj, service, tuple(ports), tuple(notes))
 
 
 def _slice_entry(obj: object, node_name: str) -> _Entry[SliceEndpoints | None]:
@@ -186,8 +188,8 @@ def _slice_entry(obj: object, node_name: str) -> _Entry[SliceEndpoints | None]:
     except InvalidObject as exc:
         skipped = (describe("EndpointSlice", obj).skipped(str(exc), invalid=True),)
         return _Entry(obj, None, None, skipped)
-    service = next(iter(result.by_port)).service if result and result.by_port else None
-    return _Entry(obj, service, result, tuple(notes))
+    name = next(iter(result.by_port), None) if result else None
+    return _Entry(obj, (name.namespace, name.name) if name else None, result, tuple(notes))
 
 
 # --- the cluster's ports and endpoints, kept per Service --------------------------------------
@@ -199,28 +201,38 @@ class _Ports:
     def __init__(self) -> None:
         self.by_name: dict[ServicePortName, ServicePort] = {}
         self.order: list[ServicePortName] = []
-        self.of: dict[ServiceName, tuple[ServicePortName, ...]] = {}
+        self.of: dict[_Key, tuple[ServicePortName, ...]] = {}
         self.state: tuple[ServicePort, ...] = ()
 
-    def update(self, services: set[ServiceName], cache: _Cache[tuple[ServicePort, ...]]) -> None:
+    def update(self, services: set[_Key], cache: _Cache[tuple[ServicePort, ...]]) -> None:
+        by_name, order = self.by_name, self.order
         resort = len(services) > RESORT_AT
         for service in services:
             for name in self.of.pop(service, ()):
-                del self.by_name[name]
+                del by_name[name]
                 if not resort:
-                    del self.order[bisect_left(self.order, port_order(name), key=port_order)]
-            ports: dict[ServicePortName, ServicePort] = {}
-            for result in cache.results(service):
-                ports.update((port.name, port) for port in result)
-            if ports:
-                self.of[service] = tuple(ports)
-                self.by_name.update(ports)
+                    del order[bisect_left(order, port_order(name), key=port_order)]
+            results = cache.results(service)
+            ports = results[0] if len(results) == 1 else _later_wins(results)
+            if not ports:
+                continue
+            names = self.of[service] = tuple(port.name for port in ports)
+            by_name.update(zip(names, ports, strict=True))
             if not resort:
-                for name in ports:
-                    insort(self.order, name, key=port_order)
+                for name in names:
+                    insort(order, name, key=port_order)
         if resort:
-            self.order = sorted(self.by_name, key=port_order)
-        self.state = tuple(map(self.by_name.__getitem__, self.order))
+            self.order = sorted(by_name, key=port_order)
+        self.state = tuple(map(by_name.__getitem__, self.order))
+
+
+def _later_wins(results: list[tuple[ServicePort, ...]]) -> tuple[ServicePort, ...]:
+    """Ports of two objects naming the same Service (a namespace left out, and "default"):
+    the later one's win, as in translate_cluster."""
+    ports: dict[ServicePortName, ServicePort] = {}
+    for result in results:
+        ports.update((port.name, port) for port in result)
+    return tuple(ports.values())
 
 
 class _Endpoints:
@@ -228,19 +240,21 @@ class _Endpoints:
 
     def __init__(self) -> None:
         self.by_name: dict[ServicePortName, tuple[Endpoint, ...]] = {}
-        self.of: dict[ServiceName, tuple[ServicePortName, ...]] = {}
+        self.of: dict[_Key, tuple[ServicePortName, ...]] = {}
         self.state: Mapping[ServicePortName, tuple[Endpoint, ...]] = {}
 
-    def update(self, services: set[ServiceName], cache: _Cache[SliceEndpoints | None]) -> None:
+    def update(self, services: set[_Key], cache: _Cache[SliceEndpoints | None]) -> None:
+        by_name = self.by_name
         for service in services:
             for name in self.of.pop(service, ()):
-                del self.by_name[name]
-            merged = merge_endpoints(r for r in cache.results(service) if r is not None)
+                del by_name[name]
+            results = [result for result in cache.results(service) if result is not None]
+            merged = results[0].by_port if len(results) == 1 else merge_endpoints(results)
             if merged:
                 self.of[service] = tuple(merged)
-                self.by_name.update(merged)
+                by_name.update(merged)
         # A new mapping each time: a state handed out earlier must not change under its holder.
-        self.state = dict(self.by_name)
+        self.state = dict(by_name)
 
 
 class Translator:
@@ -275,20 +289,18 @@ class Translator:
             # Which endpoints are local depends on the node's name: every slice again.
             self._slices = _Cache(lambda obj: _slice_entry(obj, node.name))
             self._endpoints = _Endpoints()
-        services = self._services.walk(snapshot.services)
-        slices = self._slices.walk(snapshot.endpoint_slices)
-        if services.dirty:
-            self._ports.update(services.dirty, self._services)
-        if slices.dirty:
-            self._endpoints.update(slices.dirty, self._slices)
+        if dirty := self._services.walk(snapshot.services):
+            self._ports.update(dirty, self._services)
+        if dirty := self._slices.walk(snapshot.endpoint_slices):
+            self._endpoints.update(dirty, self._slices)
         # This node's addresses and labels shape every Service's rules (node ports, topology).
         changed = snapshot.changed if node == self._node else None
         self._node = node
-        self.translated = services.translated + slices.translated
+        self.translated = self._services.translated + self._slices.translated
         state = ProxyState(
             node=node,
             services=self._ports.state,
             endpoints=self._endpoints.state,
-            skipped=(*services.skipped, *slices.skipped),
+            skipped=(*self._services.skipped, *self._slices.skipped),
         )
         return Translated(state, note, changed)
