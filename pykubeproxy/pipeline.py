@@ -13,6 +13,8 @@ from __future__ import annotations
 from bisect import bisect_left, insort
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from itertools import compress
+from operator import is_not
 from typing import Generic, NamedTuple, TypeVar
 
 from pykubeproxy.fields import describe
@@ -120,57 +122,76 @@ class _Cache(Generic[R]):
         self._translate = translate
         self._objects: tuple[object, ...] = ()
         self._entries: dict[int, _Entry[R]] = {}
-        self._feeding: dict[_Key, dict[int, _Entry[R]]] = {}
+        self._feeding: dict[_Key, tuple[int, ...]] = {}  # ids of the entries feeding a Service
         self._position: dict[int, int] | None = None
         self.skipped: tuple[Skipped, ...] = ()  # every object's skip reasons, in snapshot order
         self.translated = 0  # objects the last walk translated (not found here)
 
     def walk(self, objects: tuple[object, ...]) -> set[_Key]:
         """Take in this kind's objects now; the Services fed by objects that came or went."""
+        self.translated = 0
         if objects is self._objects:
-            self.translated = 0
             return set()  # the store hands out the same tuple while nothing of a kind changed
+        gone, came = self._difference(objects)
         entries = self._entries
-        by_id = dict(zip(map(id, objects), objects, strict=True))
-        gone = [entries.pop(key) for key in entries.keys() - by_id.keys()]
-        # In snapshot order: at the first walk, translating in memory order is much faster.
-        came = [self._translate(obj) for key, obj in by_id.items() if key not in entries]
         dirty: set[_Key] = set()
-        for entry in gone:
+        recount = False  # whether the skip reasons changed
+        for obj in gone:
+            entry = entries.pop(id(obj))
+            recount |= bool(entry.skipped)
             self._feed(entry, dirty, add=False)
-        for entry in came:
+        for obj in came:
+            entry = self._translate(obj)
+            recount |= bool(entry.skipped)
             self._feed(entry, dirty, add=True)
-        if any(entry.skipped for entry in (*gone, *came)):
-            self.skipped = tuple(s for key in by_id for s in entries[key].skipped)
-        self._objects, self._position, self.translated = objects, None, len(came)
+        self.translated = len(came)
+        if recount:
+            self.skipped = tuple(s for obj in objects for s in entries[id(obj)].skipped)
+        self._objects, self._position = objects, None
         return dirty
+
+    def _difference(self, objects: tuple[object, ...]) -> tuple[list[object], list[object]]:
+        """(objects that went, objects that came), in snapshot order for those that came."""
+        old = self._objects
+        if len(objects) == len(old):
+            # An update keeps every key in place: compare position by position, in C. An object
+            # that moved shows up at two differing positions, and cancels out below.
+            moved = list(compress(range(len(old)), map(is_not, old, objects)))
+            if len(moved) <= len(old) // 8:
+                went = {id(old[i]): old[i] for i in moved}
+                new = {id(objects[i]): objects[i] for i in moved}
+                return [o for k, o in went.items() if k not in new], [
+                    o for k, o in new.items() if k not in went
+                ]
+        by_id = dict(zip(map(id, objects), objects, strict=True))
+        entries = self._entries
+        # `gone` is found before `came`, whose test reads `entries` as it was.
+        gone = [entries[key].obj for key in entries.keys() - by_id.keys()]
+        return gone, [obj for key, obj in by_id.items() if key not in entries]
 
     def _feed(self, entry: _Entry[R], dirty: set[_Key], *, add: bool) -> None:
         key = id(entry.obj)
         if add:
             self._entries[key] = entry
-        if entry.service is None:
+        service = entry.service
+        if service is None:
             return
-        dirty.add(entry.service)
-        feeding = self._feeding.setdefault(entry.service, {})
-        if add:
-            feeding[key] = entry
-            return
-        del feeding[key]
-        if not feeding:
-            del self._feeding[entry.service]
+        dirty.add(service)
+        feeding = self._feeding.get(service, ())
+        feeding = (*feeding, key) if add else tuple(k for k in feeding if k != key)
+        if feeding:
+            self._feeding[service] = feeding
+        else:
+            del self._feeding[service]
 
     def results(self, service: _Key) -> list[R]:
         """The results feeding one Service, in snapshot order."""
-        feeding = self._feeding.get(service)
-        if not feeding:
-            return []
-        if len(feeding) == 1:
-            return [entry.result for entry in feeding.values()]
-        if self._position is None:
-            self._position = {id(obj): index for index, obj in enumerate(self._objects)}
-        position = self._position
-        return [feeding[key].result for key in sorted(feeding, key=position.__getitem__)]
+        feeding = self._feeding.get(service, ())
+        if len(feeding) > 1:
+            if self._position is None:
+                self._position = {id(obj): index for index, obj in enumerate(self._objects)}
+            feeding = tuple(sorted(feeding, key=self._position.__getitem__))
+        return [self._entries[key].result for key in feeding]
 
 
 def _service_entry(obj: object) -> _Entry[tuple[ServicePort, ...]]:

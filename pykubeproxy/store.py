@@ -76,6 +76,9 @@ class Store:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._objects: dict[str, dict[str, Object]] = {kind: {} for kind in KINDS}
+        # Each kind's keys in order, and its objects in that order: kept between snapshots, the
+        # keys until one comes or goes, the objects until one changes.
+        self._keys: dict[str, list[str] | None] = dict.fromkeys(KINDS)
         self._ordered_cache: dict[str, tuple[Object, ...] | None] = dict.fromkeys(KINDS)
         # Per kind and key: (the object at the last snapshot, the object now); None: absent.
         self._pending: dict[str, dict[str, tuple[Object | None, Object | None]]] = {
@@ -165,6 +168,8 @@ class Store:
     def _track(self, kind: str, key: str, before: Object | None, after: Object | None) -> None:
         """Fold one write into the object's pending pair; drop the pair once it ends equal."""
         self._ordered_cache[kind] = None
+        if before is None or after is None:
+            self._keys[kind] = None
         pending = self._pending[kind]
         first = pending[key][0] if key in pending else before
         if same_object(first, after):
@@ -182,8 +187,11 @@ class Store:
     def _ordered(self, kind: str) -> tuple[Object, ...]:
         ordered = self._ordered_cache[kind]
         if ordered is None:
-            objects = self._objects[kind]
-            ordered = self._ordered_cache[kind] = tuple(objects[key] for key in sorted(objects))
+            keys = self._keys[kind]
+            if keys is None:
+                keys = self._keys[kind] = sorted(self._objects[kind])
+            ordered = tuple(map(self._objects[kind].__getitem__, keys))
+            self._ordered_cache[kind] = ordered
         return ordered
 
     def _count(self, kind: str, objects: list[Object]) -> None:

@@ -87,8 +87,7 @@ SHAPES: Mapping[str, Shape] = {
 def _prune(value: object, shape: Shape) -> object:
     if shape is None:
         return value
-    if isinstance(shape, str):  # SHARED
-        # Interned strings are freed like any other once nothing holds them.
+    if isinstance(shape, str):  # SHARED; interned strings are freed like any other
         return sys.intern(value) if type(value) is str else value
     if isinstance(shape, list):
         if type(value) is not list:
@@ -97,8 +96,19 @@ def _prune(value: object, shape: Shape) -> object:
         return [_prune(each, item) for each in value]
     if type(value) is not dict:
         return value
+    kept = {}
     # The shape's own key strings: one copy of each key for the whole cluster.
-    return {key: _prune(value[key], sub) for key, sub in shape.items() if key in value}
+    for key, sub in shape.items():
+        if key in value:
+            field = value[key]
+            # Leaves inline (most of what is kept is whole values or shared strings).
+            if sub is None:
+                kept[key] = field
+            elif sub is SHARED:
+                kept[key] = sys.intern(field) if type(field) is str else field
+            else:
+                kept[key] = _prune(field, sub)
+    return kept
 
 
 def slim(kind: str, obj: object) -> object:
