@@ -217,3 +217,19 @@ def test_nothing_is_synced_until_every_kind_has_listed(
         assert not kube.synced  # Services listed, but this node is not known yet
         assert eventually(lambda: kube.synced)
         assert len(apiserver.requests_to("nodes", watch=False)) == 9
+
+
+def test_objects_are_stored_slim_from_the_list_and_from_watch_events(
+    apiserver: FakeApiServer, source: tuple[KubeSource, Store]
+) -> None:
+    kube, store = source
+    assert eventually(lambda: kube.synced)
+    assert apiserver.wait_for_watches("services")
+    apiserver.create("services", make_service("new", cluster_ip="10.96.1.1"))
+    assert eventually(lambda: "default/new" in names(store, "Service"))
+    for obj in store.snapshot().services:
+        meta = obj["metadata"]
+        assert isinstance(meta, dict)
+        # The server set uid and creationTimestamp; nothing in the proxy reads them.
+        assert "uid" not in meta and "creationTimestamp" not in meta
+        assert meta["resourceVersion"]
