@@ -12,9 +12,8 @@ import functools
 import ipaddress
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from pykubeproxy.model import Protocol, Skipped, TrafficPolicy
 
@@ -35,8 +34,9 @@ class InvalidObject(ValueError):
     """An API object that cannot be programmed; the message says why."""
 
 
-@dataclass(frozen=True, slots=True)
-class ObjectRef:
+class ObjectRef(NamedTuple):
+    """An object as skip reasons name it (a NamedTuple: one is made for every object)."""
+
     kind: str
     namespace: str
     name: str

@@ -13,6 +13,7 @@ from __future__ import annotations
 from bisect import bisect_left, insort
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from itertools import compress
 from operator import is_not
 from typing import Generic, NamedTuple, TypeVar
@@ -106,6 +107,8 @@ def translate_snapshot(snapshot: Snapshot, identity: NodeIdentity) -> Translated
 
 # A Service as (namespace, name): ServiceName's fields, as a key that hashes in C.
 _Key = tuple[str, str]
+# A Service port as port_order() gives it: a key that hashes and sorts in C.
+_PortKey = tuple[str, str, str, str]
 
 
 class _Entry(NamedTuple, Generic[R]):
@@ -139,11 +142,14 @@ class _Cache(Generic[R]):
         for obj in gone:
             entry = entries.pop(id(obj))
             recount |= bool(entry.skipped)
-            self._feed(entry, dirty, add=False)
-        for obj in came:
-            entry = self._translate(obj)
+            self._unfeed(entry, dirty)
+        feeding, translate = self._feeding, self._translate
+        for obj in came:  # at the first sync: every object, so kept tight
+            entry = entries[id(obj)] = translate(obj)
             recount |= bool(entry.skipped)
-            self._feed(entry, dirty, add=True)
+            if (service := entry.service) is not None:
+                dirty.add(service)
+                feeding[service] = (*feeding.get(service, ()), id(obj))
         self.translated = len(came)
         if recount:
             self.skipped = tuple(s for obj in objects for s in entries[id(obj)].skipped)
@@ -169,20 +175,21 @@ class _Cache(Generic[R]):
         gone = [entries[key].obj for key in entries.keys() - by_id.keys()]
         return gone, [obj for key, obj in by_id.items() if key not in entries]
 
-    def _feed(self, entry: _Entry[R], dirty: set[_Key], *, add: bool) -> None:
-        key = id(entry.obj)
-        if add:
-            self._entries[key] = entry
-        service = entry.service
-        if service is None:
+    def _unfeed(self, entry: _Entry[R], dirty: set[_Key]) -> None:
+        if (service := entry.service) is None:
             return
         dirty.add(service)
-        feeding = self._feeding.get(service, ())
-        feeding = (*feeding, key) if add else tuple(k for k in feeding if k != key)
+        key = id(entry.obj)
+        feeding = tuple(k for k in self._feeding[service] if k != key)
         if feeding:
             self._feeding[service] = feeding
         else:
             del self._feeding[service]
+
+    def all_results(self) -> list[R]:
+        """Every object's result, in snapshot order."""
+        entries = self._entries
+        return [entries[id(obj)].result for obj in self._objects]
 
     def results(self, service: _Key) -> list[R]:
         """The results feeding one Service, in snapshot order."""
@@ -217,43 +224,42 @@ def _slice_entry(obj: object, node_name: str) -> _Entry[SliceEndpoints | None]:
 
 
 class _Ports:
-    """Every Service's ports, kept in ServicePortName order."""
+    """Every Service's ports, kept in ServicePortName order.
+
+    Keyed by port_order(name), plain tuples of strings: they hash and compare in C, where the
+    dataclass's own hash and order would run Python for every lookup and comparison. Sorted,
+    a Service's ports sit together, after its (namespace, name).
+    """
 
     def __init__(self) -> None:
-        self.by_name: dict[ServicePortName, ServicePort] = {}
-        self.order: list[ServicePortName] = []
-        self.of: dict[_Key, tuple[ServicePortName, ...]] = {}
+        self.by_key: dict[_PortKey, ServicePort] = {}
+        self.order: list[_PortKey] = []
         self.state: tuple[ServicePort, ...] = ()
 
     def update(self, services: set[_Key], cache: _Cache[tuple[ServicePort, ...]]) -> None:
-        by_name, order = self.by_name, self.order
-        resort = len(services) > RESORT_AT
-        for service in services:
-            for name in self.of.pop(service, ()):
-                del by_name[name]
-                if not resort:
-                    del order[bisect_left(order, port_order(name), key=port_order)]
-            results = cache.results(service)
-            ports = results[0] if len(results) == 1 else _later_wins(results)
-            if not ports:
-                continue
-            names = self.of[service] = tuple(port.name for port in ports)
-            by_name.update(zip(names, ports, strict=True))
-            if not resort:
-                for name in names:
-                    insort(order, name, key=port_order)
-        if resort:
-            self.order = sorted(by_name, key=port_order)
-        self.state = tuple(map(by_name.__getitem__, self.order))
+        if len(services) > RESORT_AT:
+            # Later objects win a port two objects name, as in translate_cluster.
+            ports = (port for result in cache.all_results() for port in result)
+            self.by_key = {port_order(port.name): port for port in ports}
+            self.order = sorted(self.by_key)
+        else:
+            for service in services:
+                self._replace(service, cache.results(service))
+        self.state = tuple(map(self.by_key.__getitem__, self.order))
 
-
-def _later_wins(results: list[tuple[ServicePort, ...]]) -> tuple[ServicePort, ...]:
-    """Ports of two objects naming the same Service (a namespace left out, and "default"):
-    the later one's win, as in translate_cluster."""
-    ports: dict[ServicePortName, ServicePort] = {}
-    for result in results:
-        ports.update((port.name, port) for port in result)
-    return tuple(ports.values())
+    def _replace(self, service: _Key, results: list[tuple[ServicePort, ...]]) -> None:
+        by_key, order = self.by_key, self.order
+        start = end = bisect_left(order, service)  # (namespace, name) sorts before its ports
+        while end < len(order) and order[end][:2] == service:
+            del by_key[order[end]]
+            end += 1
+        del order[start:end]
+        for result in results:
+            for port in result:
+                key = port_order(port.name)
+                if key not in by_key:
+                    insort(order, key)
+                by_key[key] = port
 
 
 class _Endpoints:
@@ -261,21 +267,29 @@ class _Endpoints:
 
     def __init__(self) -> None:
         self.by_name: dict[ServicePortName, tuple[Endpoint, ...]] = {}
-        self.of: dict[_Key, tuple[ServicePortName, ...]] = {}
+        self.of: dict[_Key, list[ServicePortName]] = {}
         self.state: Mapping[ServicePortName, tuple[Endpoint, ...]] = {}
 
     def update(self, services: set[_Key], cache: _Cache[SliceEndpoints | None]) -> None:
-        by_name = self.by_name
-        for service in services:
-            for name in self.of.pop(service, ()):
-                del by_name[name]
-            results = [result for result in cache.results(service) if result is not None]
-            merged = results[0].by_port if len(results) == 1 else merge_endpoints(results)
-            if merged:
-                self.of[service] = tuple(merged)
-                by_name.update(merged)
+        if len(services) > RESORT_AT:
+            self.by_name = merge_endpoints(r for r in cache.all_results() if r is not None)
+            self.of = {}
+            for name in self.by_name:
+                self.of.setdefault((name.namespace, name.name), []).append(name)
+        else:
+            for service in services:
+                self._replace(service, cache.results(service))
         # A new mapping each time: a state handed out earlier must not change under its holder.
-        self.state = dict(by_name)
+        self.state = dict(self.by_name)
+
+    def _replace(self, service: _Key, results: list[SliceEndpoints | None]) -> None:
+        for name in self.of.pop(service, ()):
+            del self.by_name[name]
+        slices = [result for result in results if result is not None]
+        merged = slices[0].by_port if len(slices) == 1 else merge_endpoints(slices)
+        if merged:
+            self.of[service] = list(merged)
+            self.by_name.update(merged)
 
 
 class Translator:
@@ -293,7 +307,7 @@ class Translator:
     def _reset(self) -> None:
         self._node: Node | None = None
         self._services = _Cache(_service_entry)
-        self._slices = _Cache(lambda obj: _slice_entry(obj, ""))
+        self._slices = _Cache(partial(_slice_entry, node_name=""))
         self._ports = _Ports()
         self._endpoints = _Endpoints()
 
@@ -308,7 +322,7 @@ class Translator:
         node, note = resolve_node(self.identity, snapshot.nodes)
         if self._node is None or node.name != self._node.name:
             # Which endpoints are local depends on the node's name: every slice again.
-            self._slices = _Cache(lambda obj: _slice_entry(obj, node.name))
+            self._slices = _Cache(partial(_slice_entry, node_name=node.name))
             self._endpoints = _Endpoints()
         if dirty := self._services.walk(snapshot.services):
             self._ports.update(dirty, self._services)

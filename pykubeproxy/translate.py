@@ -96,14 +96,6 @@ def port_order(name: ServicePortName) -> tuple[str, str, str, str]:
 # --- Services ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _ServiceAddresses:
-    cluster_ip: str
-    external_ips: tuple[str, ...]
-    load_balancer_ips: tuple[str, ...]
-    source_ranges: tuple[str, ...]
-
-
 def _pick_family(values: Iterable[str], what: str, family: int, notes: list[str]) -> list[str]:
     picked = []
     for value in values:
@@ -223,14 +215,12 @@ def translate_service(obj: object, *, family: int = 4) -> tuple[list[ServicePort
 
     notes: list[str] = []
     is_lb = service_type == "LoadBalancer"
-    addresses = _ServiceAddresses(
-        cluster_ip=cluster_ip,
-        external_ips=tuple(
-            _pick_family((str(v) for v in items(spec, "externalIPs")), "externalIP", family, notes)
-        ),
-        load_balancer_ips=tuple(_load_balancer_ips(obj, family, notes) if is_lb else ()),
-        source_ranges=tuple(_source_ranges(spec, family, notes) if is_lb else ()),
+    listed = items(spec, "externalIPs")
+    external_ips = tuple(
+        _pick_family((str(v) for v in listed), "externalIP", family, notes) if listed else ()
     )
+    load_balancer_ips = tuple(_load_balancer_ips(obj, family, notes) if is_lb else ())
+    source_ranges = tuple(_source_ranges(spec, family, notes) if is_lb else ())
     external_policy = traffic_policy(spec, "externalTrafficPolicy")
     health_check_node_port = 0
     if is_lb and external_policy is TrafficPolicy.LOCAL:
@@ -242,12 +232,12 @@ def translate_service(obj: object, *, family: int = 4) -> tuple[list[ServicePort
     ports = [
         ServicePort(
             name=name,
-            cluster_ip=addresses.cluster_ip,
+            cluster_ip=cluster_ip,
             port=number,
             node_port=node_port,
-            external_ips=addresses.external_ips,
-            load_balancer_ips=addresses.load_balancer_ips,
-            load_balancer_source_ranges=addresses.source_ranges,
+            external_ips=external_ips,
+            load_balancer_ips=load_balancer_ips,
+            load_balancer_source_ranges=source_ranges,
             external_traffic_policy=external_policy,
             internal_traffic_policy=internal_policy,
             health_check_node_port=health_check_node_port,
@@ -276,10 +266,6 @@ def _condition(conditions: Mapping[str, object], key: str, default: bool) -> boo
 
 def _conditions(conditions: Mapping[str, object]) -> tuple[bool, bool, bool]:
     """(ready, serving, terminating); unset means ready and serving, not terminating."""
-    ready, serving = conditions.get("ready"), conditions.get("serving")
-    terminating = conditions.get("terminating")
-    if type(ready) is bool and type(serving) is bool and type(terminating) is bool:
-        return ready, serving, terminating  # as the endpoint slice controller writes them
     return (
         _condition(conditions, "ready", True),
         _condition(conditions, "serving", True),
@@ -292,19 +278,28 @@ def _zone_hints(raw: Mapping[str, object]) -> tuple[str, ...]:
     return tuple(sorted(str(h.get("name", "")) for h in hints if isinstance(h, dict)))
 
 
-def _endpoint_fields(raw: object, *, family: int, node_name: str) -> _EndpointFields | None:
+def _endpoint_fields(raw: object, family: int, node_name: str) -> _EndpointFields | None:
     if not isinstance(raw, dict):
         raise InvalidObject("endpoints entries must be objects")
-    addresses = items(raw, "addresses")
+    # Each check takes the exact type first (a dict, a list, three booleans): the common case,
+    # without a call; anything else goes to the helper that words the reason.
+    addresses = raw.get("addresses")
+    if type(addresses) is not list:
+        addresses = items(raw, "addresses")
     if not addresses:
         return None  # kube-proxy ignores endpoints without addresses
     version, ip = address(addresses[0], "endpoint address")
     if version != family:
         raise InvalidObject(f"endpoint address {ip} is not {FAMILY_NAMES[family]}")
-    conditions = mapping(raw, "conditions")
+    conditions = raw.get("conditions")
+    if type(conditions) is not dict:
+        conditions = mapping(raw, "conditions")
     endpoint_node = raw.get("nodeName")
     zone_hints = () if raw.get("hints") is None else _zone_hints(raw)
-    ready, serving, terminating = _conditions(conditions)
+    ready, serving = conditions.get("ready"), conditions.get("serving")
+    terminating = conditions.get("terminating")
+    if type(ready) is not bool or type(serving) is not bool or type(terminating) is not bool:
+        ready, serving, terminating = _conditions(conditions)
     zone = raw.get("zone")
     return ip, (
         ready,
@@ -317,11 +312,11 @@ def _endpoint_fields(raw: object, *, family: int, node_name: str) -> _EndpointFi
     )
 
 
-def _read_endpoints(raw: list[object], *, family: int, node_name: str) -> list[_EndpointFields]:
+def _read_endpoints(raw: list[object], family: int, node_name: str) -> list[_EndpointFields]:
     """The slice's endpoints, each address once and in kube-proxy's order (see merge_endpoints)."""
     known: dict[str, _EndpointFields] = {}
     for entry in raw:
-        fields = _endpoint_fields(entry, family=family, node_name=node_name)
+        fields = _endpoint_fields(entry, family, node_name)
         if fields is None:
             continue
         # With one port number, "ip:port" orders and repeats as "ip:" does, whatever the port.
@@ -377,8 +372,8 @@ def translate_endpoint_slice(
         if read is None:
             # Read at the first port that uses them, so a bad endpoint is reported where it
             # always was (after that port's own checks, never when no port uses it).
-            read = _read_endpoints(raw_endpoints, family=family, node_name=node_name)
-        by_port[name] = tuple(Endpoint(ip, number, *rest) for ip, rest in read)
+            read = _read_endpoints(raw_endpoints, family, node_name)
+        by_port[name] = tuple([Endpoint(ip, number, *rest) for ip, rest in read])
     return SliceEndpoints(by_port), []
 
 
@@ -387,18 +382,16 @@ def merge_endpoints(
 ) -> dict[ServicePortName, tuple[Endpoint, ...]]:
     """Join the slices of each Service: de-duplicated by IP:port, ordered as kube-proxy orders
     (by the "IP:port" string). A port that one slice serves keeps that slice's tuple."""
-    by_name: dict[ServicePortName, list[tuple[Endpoint, ...]]] = {}
+    merged: dict[ServicePortName, tuple[Endpoint, ...]] = {}
+    shared: dict[ServicePortName, list[tuple[Endpoint, ...]]] = {}  # ports of several slices
     for slice_endpoints in slices:
         for name, endpoints in slice_endpoints.by_port.items():
-            found = by_name.get(name)
-            if found is None:
-                by_name[name] = [endpoints]
-            else:
-                found.append(endpoints)
-    return {
-        name: parts[0] if len(parts) == 1 else _merge_parts(parts)
-        for name, parts in by_name.items()
-    }
+            first = merged.setdefault(name, endpoints)
+            if first is not endpoints:
+                shared.setdefault(name, [first]).append(endpoints)
+    for name, parts in shared.items():
+        merged[name] = _merge_parts(parts)
+    return merged
 
 
 def _merge_parts(parts: list[tuple[Endpoint, ...]]) -> tuple[Endpoint, ...]:
