@@ -8,7 +8,8 @@ Each N runs in fresh processes (so resident memory is that N's own), on benchmar
 payload (N Services x 5 endpoints, one EndpointSlice each). No kernel, no root.
 
 decode      LIST pages of 500 items as JSON bytes, through the real reflector into a Store:
-            `raw` keeps whole objects (as before lean objects), `lean` slims them per page.
+            `raw` keeps whole objects (as before lean objects), `lean` slims them per page;
+            CPU seconds, the collector off as the daemon has it until its first sync.
             `store MiB` is the resident memory the store's objects added (VmRSS after - before).
 translate   `reference`: translate as it was before (tests/support/reference_translate.py);
             `cluster`: today's translate_cluster from scratch; `first`: Translator's first sync;
@@ -287,7 +288,8 @@ def child(args: argparse.Namespace) -> None:
     if what.startswith("gc:"):
         result: dict[str, Any] = gc_policy_run(int(services), what[3:])
     else:
-        store, seconds, mib = decode(int(services), lean=what == "lean")
+        with collector_paused():  # as the daemon lists: the collector off until it has synced
+            store, seconds, mib = decode(int(services), lean=what == "lean")
         result = {"decode": seconds, "store_mib": mib}
         if what == "lean":
             result.update(translate_figures(store, args.repeat, reference=args.reference))

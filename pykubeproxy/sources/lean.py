@@ -10,7 +10,8 @@ string where a list belongs) is kept as it is, so translate rejects it with the 
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Literal
 
 from pykubeproxy.api import (
@@ -22,11 +23,14 @@ from pykubeproxy.api import (
 
 # A shape says what to keep of a value: KEEP keeps it whole; SHARED too, and a string that
 # thousands of objects repeat (a protocol, a policy, a node name, a zone, a namespace) is kept as
-# one shared copy; a dict keeps those keys of a JSON object (each by its own shape); a one-item
-# list keeps a JSON array, each item by that shape.
+# one shared copy; a dict keeps those keys of a JSON object (each by its own shape), and leaves
+# the object out if none is there (every reader takes a missing object for an empty one); a
+# one-item list keeps a JSON array, each item by that shape; a function returns what to keep.
 KEEP = None
 SHARED: Literal["shared"] = "shared"
-Shape = Mapping[str, "Shape"] | list["Shape"] | Literal["shared"] | None
+Shape = (
+    Mapping[str, "Shape"] | list["Shape"] | Literal["shared"] | Callable[[object], object] | None
+)
 
 
 def _keep(*keys: str) -> dict[str, Shape]:
@@ -35,6 +39,27 @@ def _keep(*keys: str) -> dict[str, Shape]:
 
 def _shared(*keys: str) -> dict[str, Shape]:
     return dict.fromkeys(keys, SHARED)
+
+
+# One copy of each combination of endpoint conditions (true, false, null or absent: at most 64),
+# instead of a dict per endpoint: almost all are {ready: true, serving: true, terminating: false}.
+_CONDITION_KEYS = ("ready", "serving", "terminating")
+_ABSENT = object()
+_PLAIN = frozenset(map(id, (True, False, None, _ABSENT)))  # by identity: 1 == True
+_CONDITIONS: dict[tuple[object, ...], dict[str, object]] = {}
+
+
+def _shared_conditions(value: object) -> object:
+    if type(value) is not dict:
+        return value
+    found = tuple([value.get(key, _ABSENT) for key in _CONDITION_KEYS])
+    plain = _PLAIN.issuperset(map(id, found))
+    shared = _CONDITIONS.get(found) if plain else None
+    if shared is None:
+        shared = {key: v for key, v in zip(_CONDITION_KEYS, found, strict=True) if v is not _ABSENT}
+        if plain:
+            _CONDITIONS[found] = shared
+    return shared
 
 
 _METADATA: dict[str, Shape] = {
@@ -68,7 +93,7 @@ SHAPES: Mapping[str, Shape] = {
             {
                 **_keep("addresses"),
                 **_shared("nodeName", "zone"),
-                "conditions": _keep("ready", "serving", "terminating"),
+                "conditions": _shared_conditions,
                 "hints": {"forZones": [_keep("name")]},
             }
         ],
@@ -84,33 +109,61 @@ SHAPES: Mapping[str, Shape] = {
 }
 
 
-def _prune(value: object, shape: Shape) -> object:
+# --- shapes compiled into functions, once -----------------------------------------------------
+
+Prune = Callable[[object], object]
+
+
+def _compile(shape: Shape) -> Prune | None:
+    """The function keeping what `shape` says of a value; None: keep the value whole."""
     if shape is None:
-        return value
-    if isinstance(shape, str):  # SHARED; interned strings are freed like any other
-        return sys.intern(value) if type(value) is str else value
+        return None
+    if isinstance(shape, str):  # SHARED
+        return _share
+    if callable(shape):
+        return shape
     if isinstance(shape, list):
-        if type(value) is not list:
-            return value
-        item = shape[0]
-        return [_prune(each, item) for each in value]
+        return partial(_prune_array, _compile(shape[0]))
+    plan = tuple((key, sub is SHARED, _compile(sub)) for key, sub in shape.items())
+    return partial(_prune_object, plan)
+
+
+def _share(value: object) -> object:
+    # Interned strings are freed like any other once nothing holds them.
+    return sys.intern(value) if type(value) is str else value
+
+
+def _prune_array(item: Prune | None, value: object) -> object:
+    if type(value) is not list or item is None:
+        return value
+    return [item(each) for each in value]
+
+
+def _prune_object(plan: tuple[tuple[str, bool, Prune | None], ...], value: object) -> object:
     if type(value) is not dict:
         return value
     kept = {}
     # The shape's own key strings: one copy of each key for the whole cluster.
-    for key, sub in shape.items():
-        if key in value:
-            field = value[key]
-            # Leaves inline (most of what is kept is whole values or shared strings).
-            if sub is None:
-                kept[key] = field
-            elif sub is SHARED:
-                kept[key] = sys.intern(field) if type(field) is str else field
-            else:
-                kept[key] = _prune(field, sub)
+    for key, shared, prune in plan:
+        if key not in value:
+            continue
+        field = value[key]
+        if prune is None:
+            kept[key] = field
+        elif shared:
+            kept[key] = sys.intern(field) if type(field) is str else field
+        else:
+            pruned = prune(field)
+            # Metadata stays even when empty: the store keys objects without it apart.
+            if pruned != {} or type(field) is not dict or key == "metadata":
+                kept[key] = pruned
     return kept
+
+
+_PRUNE: Mapping[str, Prune | None] = {kind: _compile(shape) for kind, shape in SHAPES.items()}
 
 
 def slim(kind: str, obj: object) -> object:
     """The parts of an API object of `kind` the proxy reads (anything not an object: as it is)."""
-    return _prune(obj, SHAPES.get(kind, KEEP))
+    prune = _PRUNE.get(kind)
+    return obj if prune is None else prune(obj)

@@ -78,8 +78,9 @@ def test_what_the_proxy_never_reads_is_dropped() -> None:
     svc, endpoint_slice = cluster.service(0), cluster.endpoint_slice(0)
     svc["metadata"]["managedFields"] = [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]  # type: ignore[index]
     lean_service: Any = slim("Service", svc)
-    assert set(lean_service["metadata"]) == {"name", "namespace", "resourceVersion", "labels"}
-    assert lean_service["metadata"]["labels"] == {}  # only the proxy's own labels are kept
+    # Only the proxy's own labels are kept; none left, none at all.
+    assert set(lean_service["metadata"]) == {"name", "namespace", "resourceVersion"}
+    assert "status" not in lean_service  # {"loadBalancer": {}} says nothing
     assert "selector" not in lean_service["spec"] and "ipFamilies" not in lean_service["spec"]
     assert "targetPort" not in lean_service["spec"]["ports"][0]
     lean_slice: Any = slim("EndpointSlice", endpoint_slice)
@@ -112,11 +113,14 @@ def test_the_node_keeps_what_health_and_topology_read() -> None:
     assert not node_eligible(lean)
 
 
-def test_strings_many_objects_repeat_are_held_once() -> None:
+def test_strings_and_conditions_many_objects_repeat_are_held_once() -> None:
     one: Any = slim("EndpointSlice", json.loads(json.dumps(cluster.endpoint_slice(4))))
     two: Any = slim("EndpointSlice", json.loads(json.dumps(cluster.endpoint_slice(8))))
     assert one["endpoints"][0]["nodeName"] is two["endpoints"][0]["nodeName"]
     assert one["ports"][0]["protocol"] is two["ports"][0]["protocol"]
+    assert one["endpoints"][0]["conditions"] is two["endpoints"][1]["conditions"]
+    odd: Any = slim("EndpointSlice", {"endpoints": [{"conditions": {"ready": "yes"}}]})
+    assert odd["endpoints"][0]["conditions"] == {"ready": "yes"}  # kept, to be rejected
 
 
 def test_the_manifest_reader_keeps_slim_objects(tmp_path: Path) -> None:
