@@ -16,6 +16,7 @@ translate   `reference`: translate as it was before (tests/support/reference_tra
             `change`: Translator after one endpoint of one slice changed (median of 50);
             `noop`: Translator with nothing changed. Times are CPU seconds, best of --repeat,
             with the collector paused as the proxy pauses it during a sync (the GC policy).
+            `kept MiB`: resident memory the Translator holds after its first sync.
 --gc        decode, first sync and 200 one-endpoint changes under each GC policy (POLICIES),
             with the time spent in collections.
 """
@@ -183,8 +184,12 @@ def translate_figures(store: Store, repeat: int, *, reference: bool) -> dict[str
         figures["reference"] = best(1, fresh(reference_translate.translate_cluster))
     figures["cluster"] = best(repeat, fresh(translate_cluster))
     figures["first"] = best(repeat, lambda: Translator(IDENTITY).translate(snapshot))
+    gc.collect()
+    before = rss_mib()
     translator = Translator(IDENTITY)
     translator.translate(snapshot)
+    gc.collect()
+    figures["translator_mib"] = rss_mib() - before  # what it keeps: translations, the state
     changes = []
     for n in range(50):
         one_endpoint_changed(store, n * 37)
@@ -319,7 +324,8 @@ def main() -> None:
     results: dict[str, Any] = {}
     print(
         f"{'N':>6} | {'decode raw':>10} {'lean':>6} | {'store MiB raw':>13} {'lean':>6} | "
-        f"{'translate ref':>13} {'cluster':>8} {'first':>7} {'change':>9} {'noop':>9}"
+        f"{'translate ref':>13} {'cluster':>8} {'first':>7} {'change':>9} {'noop':>9} | "
+        f"{'kept MiB':>8}"
     )
     for services in args.services:
         raw, lean = run_child(services, "raw", args), run_child(services, "lean", args)
@@ -328,7 +334,8 @@ def main() -> None:
         print(
             f"{services:>6} | {raw['decode']:10.3f} {lean['decode']:6.3f} | "
             f"{raw['store_mib']:13.1f} {lean['store_mib']:6.1f} | {ref} {lean['cluster']:8.3f} "
-            f"{lean['first']:7.3f} {1000 * lean['change']:7.2f}ms {1000 * lean['noop']:7.2f}ms"
+            f"{lean['first']:7.3f} {1000 * lean['change']:7.2f}ms {1000 * lean['noop']:7.2f}ms | "
+            f"{lean['translator_mib']:8.1f}"
         )
     if args.gc:
         print("\nGC policies (collector on; CPU s; gc = time in collections, full = gen-2 runs)")
