@@ -63,7 +63,6 @@ class Proxy:
         conntrack: Conntrack | None = None,
     ) -> None:
         self.backend = backend
-        self.identity = identity
         self.conntrack = conntrack
         self.observer: SyncObserver | None = None
         self._flows_checked_for: frozenset[object] | None = None
@@ -72,6 +71,10 @@ class Proxy:
         # Services changed since the last successful sync; None: not known (at start, or after
         # this node changed), so the backend must look at every Service.
         self._unsynced: set[ServiceName] | None = None
+
+    @property
+    def identity(self) -> NodeIdentity:
+        return self.translator.identity
 
     def translate(self, store: Store) -> tuple[Snapshot, Translated]:
         with collector_paused():

@@ -3,8 +3,13 @@
 Both sources pass every object through `slim` before the store sees it (the reflector each item
 of a LIST page as the page is decoded, and each WATCH event; the manifest reader each document),
 so the cluster is held once, in this lean form: no managedFields, selectors, targetRefs, uids,
-other labels and annotations, Node images or conditions. A field that is there but malformed (a
-string where a list belongs) is kept as it is, so translate rejects it with the same reason.
+other labels and annotations, Node images or conditions. Nor kind and apiVersion: the store
+knows the kind, and WATCH events carry them where LIST items do not, which would make an
+object read both ways look changed. A field that is there but malformed (a string where a list
+belongs) is kept as it is, so translate rejects it with the same reason.
+
+Parts that many objects repeat are shared between them (short strings, endpoint conditions):
+like every object in the store, a slim object is never changed once made.
 """
 
 from __future__ import annotations
@@ -71,7 +76,6 @@ _METADATA: dict[str, Shape] = {
 
 SHAPES: Mapping[str, Shape] = {
     "Service": {
-        "kind": KEEP,
         "metadata": _METADATA,
         "spec": {
             **_keep("clusterIP", "clusterIPs", "externalIPs", "loadBalancerSourceRanges"),
@@ -82,7 +86,6 @@ SHAPES: Mapping[str, Shape] = {
         "status": {"loadBalancer": {"ingress": [_keep("ip", "ipMode")]}},
     },
     "EndpointSlice": {
-        **_keep("kind"),
         **_shared("addressType"),
         "metadata": {
             **_METADATA,
@@ -100,7 +103,6 @@ SHAPES: Mapping[str, Shape] = {
         "ports": [{**_keep("port"), **_shared("name", "protocol")}],
     },
     "Node": {
-        "kind": KEEP,
         # Every label: topology-aware routing reads the node's zone label, and more may come.
         "metadata": {**_METADATA, "labels": KEEP},
         "spec": {**_keep("podCIDR", "podCIDRs"), "taints": [_keep("key", "value", "effect")]},
@@ -124,7 +126,10 @@ def _compile(shape: Shape) -> Prune | None:
         return shape
     if isinstance(shape, list):
         return partial(_prune_array, _compile(shape[0]))
-    plan = tuple((key, sub is SHARED, _compile(sub)) for key, sub in shape.items())
+    plan = tuple(
+        (key, _compile(sub), sub is SHARED, not isinstance(sub, list | str))
+        for key, sub in shape.items()
+    )
     return partial(_prune_object, plan)
 
 
@@ -139,12 +144,16 @@ def _prune_array(item: Prune | None, value: object) -> object:
     return [item(each) for each in value]
 
 
-def _prune_object(plan: tuple[tuple[str, bool, Prune | None], ...], value: object) -> object:
+# Per key of an object shape: (key, its pruning, whether SHARED, whether its shape is an object).
+_Plan = tuple[tuple[str, Prune | None, bool, bool], ...]
+
+
+def _prune_object(plan: _Plan, value: object) -> object:
     if type(value) is not dict:
         return value
     kept = {}
     # The shape's own key strings: one copy of each key for the whole cluster.
-    for key, shared, prune in plan:
+    for key, prune, shared, is_object in plan:
         if key not in value:
             continue
         field = value[key]
@@ -154,9 +163,12 @@ def _prune_object(plan: tuple[tuple[str, bool, Prune | None], ...], value: objec
             kept[key] = sys.intern(field) if type(field) is str else field
         else:
             pruned = prune(field)
-            # Metadata stays even when empty: the store keys objects without it apart.
-            if pruned != {} or type(field) is not dict or key == "metadata":
-                kept[key] = pruned
+            # An object that kept nothing is left out (a malformed value, say a {} where a list
+            # belongs, never is). Metadata stays even when empty: the store keys objects
+            # without it apart.
+            if is_object and type(field) is dict and not pruned and key != "metadata":
+                continue
+            kept[key] = pruned
     return kept
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from property.test_property import clusters
 
 from pykubeproxy.health import node_eligible
@@ -58,8 +58,22 @@ def test_the_generated_cluster_translates_the_same_slim_or_whole() -> None:
     same_translation(cluster.generate(300))
 
 
-@settings(max_examples=300, deadline=None)
+EMPTY_WHERE_A_LIST_BELONGS: dict[str, list[Any]] = {
+    "services": [{"metadata": {"name": "web"}, "spec": {"clusterIP": "10.96.0.1", "ports": {}}}],
+    "endpoint_slices": [
+        {
+            "metadata": {"name": "web-a", "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "endpoints": {},
+            "ports": [{"port": 1}],
+        }
+    ],
+}
+
+
+@settings(max_examples=600, deadline=None)
 @given(generated=clusters())
+@example(generated=EMPTY_WHERE_A_LIST_BELONGS)
 def test_any_input_translates_the_same_slim_or_whole(generated: dict[str, list[Any]]) -> None:
     # Malformed objects and documents that are not objects at all included.
     services, slices = generated["services"], generated["endpoint_slices"]
