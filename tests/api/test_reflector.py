@@ -233,3 +233,25 @@ def test_objects_are_stored_slim_from_the_list_and_from_watch_events(
         # The server set uid and creationTimestamp; nothing in the proxy reads them.
         assert "uid" not in meta and "creationTimestamp" not in meta
         assert meta["resourceVersion"]
+
+
+def test_a_relist_keeps_the_objects_already_held_and_marks_only_what_changed(
+    apiserver: FakeApiServer, source: tuple[KubeSource, Store]
+) -> None:
+    kube, store = source
+    assert eventually(lambda: kube.synced)
+    assert apiserver.wait_for_watches("services")
+    services = reflector(kube, "Service")
+    held = {id(obj) for obj in store.snapshot().services}
+
+    apiserver.delay("services", 0.5)
+    apiserver.drop_watch("services")
+    apiserver.delete("services", "default", "svc-3")
+    apiserver.compact()
+    apiserver.delay("services", 0)
+    assert eventually(lambda: services.lists >= 2)  # the store took the LIST before counting
+
+    snapshot = store.snapshot()
+    # One copy of each unchanged object (its translation is kept too); one Service changed.
+    assert {id(obj) for obj in snapshot.services} < held
+    assert {str(name) for name in snapshot.changed} == {"default/svc-3"}
