@@ -6,6 +6,8 @@ proxy mode is never looked at: `backends.open_backend` picks it.
 
 from __future__ import annotations
 
+import gc
+import ctypes
 import json
 import os
 import shutil
@@ -26,7 +28,7 @@ from pykubeproxy.loop import run_sync_loop
 from pykubeproxy.metrics import ProxyMetrics, standard_registry
 from pykubeproxy.observe import Observer
 from pykubeproxy.pipeline import NodeIdentity
-from pykubeproxy.proxy import Proxy
+from pykubeproxy.proxy import Proxy, collector_paused
 from pykubeproxy.servers import Listener, ListenError, RulesView, health_routes, metrics_routes
 from pykubeproxy.sources import Source
 from pykubeproxy.sources.files import FileSource, load_files
@@ -70,6 +72,13 @@ def run_dry_run(config: Config, run: Run) -> int:
     if not run.from_file:
         log.error("--dry-run needs --from-file (reading the API server comes in a later release)")
         return EXIT_USAGE
+    # One pass that allocates the whole cluster and keeps most of it: collections would only
+    # walk what survives anyway (about a quarter of the time at 10 000 Services).
+    with collector_paused():
+        return _dry_run(config, run)
+
+
+def _dry_run(config: Config, run: Run) -> int:
     store = Store()
     manifests = load_files(store, run.from_file)
     identity = node_identity(config, run.node_ips)
@@ -120,7 +129,8 @@ def run_once(config: Config, run: Run) -> int:
         log.error("cannot start", error=str(exc))
         return EXIT_FAILURE
     try:
-        proxy.sync(_files_store(run), full=True)
+        with collector_paused():
+            proxy.sync(_files_store(run), full=True)
     except SyncError as exc:
         log.error("the kernel refused the rules", error=str(exc))
         return EXIT_FAILURE
@@ -164,11 +174,32 @@ def _serve(config: Config, proxy: Proxy, store: Store) -> list[Listener]:
     return [metrics_listener.start(), health_listener.start()]
 
 
+def _settle_heap() -> None:
+    """After the first sync (run_sync_loop's after_start): the cluster as listed and translated,
+    and the backend's state, live as long as the process. Collect once, then freeze what is
+    left: later collections walk only what came after, not the hundreds of thousands of objects
+    a big cluster holds."""
+    gc.collect()
+    gc.freeze()
+    gc.enable()
+    _trim_malloc()
+
+
+def _trim_malloc() -> None:
+    """Give the first sync's freed text (rendered rules, the kernel's listing) back to the
+    system: glibc keeps freed memory in its heaps otherwise, and RSS never comes down."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return  # not glibc: nothing to trim this way
+    libc.malloc_trim(0)
+
+
 def _until_signalled(proxy: Proxy, store: Store, source: Source) -> None:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    run_sync_loop(proxy, store, source, stop=stop)
+    run_sync_loop(proxy, store, source, stop=stop, after_start=_settle_heap)
 
 
 def run_proxy(config: Config, run: Run) -> int:
@@ -184,6 +215,18 @@ def run_proxy(config: Config, run: Run) -> int:
     except Exception as exc:  # the client raises several kinds for a bad or missing config
         log.error("cannot configure the Kubernetes API client", error=str(exc))
         return EXIT_FAILURE
+    # Until the first sync the proxy lists and translates the cluster: everything allocated
+    # survives, so collections would be wasted work; _settle_heap turns the collector back on.
+    gc.disable()
+    try:
+        return _serve_until_stopped(config, run, proxy, store, source)
+    finally:
+        gc.enable()
+
+
+def _serve_until_stopped(
+    config: Config, run: Run, proxy: Proxy, store: Store, source: Source
+) -> int:
     source.start()
     try:
         listeners = _serve(config, proxy, store)

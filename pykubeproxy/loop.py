@@ -14,6 +14,7 @@ from pykubeproxy.sources import Source
 from pykubeproxy.store import Store
 
 MAX_IDLE_WAIT = 1.0  # the loop looks at its sources at least this often
+START_GRACE = 120.0  # seconds the loop waits for a first sync before calling after_start anyway
 
 log = get_logger("pykubeproxy.loop")
 
@@ -25,11 +26,17 @@ def run_sync_loop(
     *,
     stop: threading.Event,
     clock: Callable[[], float] = time.monotonic,
+    after_start: Callable[[], None] | None = None,
 ) -> None:
-    """Sync whenever the schedule says so, until `stop` is set. Never before the source synced."""
+    """Sync whenever the schedule says so, until `stop` is set. Never before the source synced.
+
+    `after_start` is called once: after the first sync attempt (whether it worked or not), or
+    after START_GRACE seconds without one (a source that cannot list).
+    """
     min_period, period = proxy.backend.periods
     schedule = SyncSchedule(min_interval=min_period, max_interval=period)
     wake = threading.Event()
+    start_by = clock() + START_GRACE
 
     def changed() -> None:
         schedule.request()
@@ -53,6 +60,10 @@ def run_sync_loop(
             except Exception:  # a bug must not stop the node's proxy: log it, retry, back off
                 schedule.finished(clock(), ok=False)
                 log.exception("sync crashed; will retry", failures=schedule.failures)
+            start_by = now
+        if after_start is not None and now >= start_by:
+            after_start()
+            after_start = None
         wait = min(MAX_IDLE_WAIT, max(schedule.next_time() - clock(), 0.0))
         if not source.synced:
             wait = max(wait, 0.1)  # the store's change notification wakes us earlier

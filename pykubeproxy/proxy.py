@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 from pykubeproxy.backends import Backend, Programmed, SyncError, SyncOutcome
 from pykubeproxy.conntrack import TRACKED, Conntrack, clear_stale_flows
 from pykubeproxy.log import get_logger
-from pykubeproxy.model import ProxyState
-from pykubeproxy.pipeline import NodeIdentity, Translated, translate_snapshot
+from pykubeproxy.model import ProxyState, ServiceName
+from pykubeproxy.pipeline import NodeIdentity, Translated, Translator
 from pykubeproxy.store import Snapshot, Store
 
 log = get_logger("pykubeproxy.proxy")
@@ -30,6 +33,21 @@ class SyncReport:
     error: str = ""
 
 
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside a sync: at 10 000 Services a sync allocates hundreds
+    of thousands of objects, and the collections they set off would each walk the whole heap.
+    The young garbage is collected after, outside the sync's latency."""
+    if not gc.isenabled():
+        yield  # already paused (a sync within a sync) or turned off by the embedder
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 class SyncObserver(Protocol):
     def synced(self, report: SyncReport) -> None: ...
 
@@ -45,22 +63,40 @@ class Proxy:
         conntrack: Conntrack | None = None,
     ) -> None:
         self.backend = backend
-        self.identity = identity
         self.conntrack = conntrack
         self.observer: SyncObserver | None = None
         self._flows_checked_for: frozenset[object] | None = None
         self._reported: set[str] = set()
+        self.translator = Translator(identity)
+        # Services changed since the last successful sync; None: not known (at start, or after
+        # this node changed), so the backend must look at every Service.
+        self._unsynced: set[ServiceName] | None = None
+
+    @property
+    def identity(self) -> NodeIdentity:
+        return self.translator.identity
 
     def translate(self, store: Store) -> tuple[Snapshot, Translated]:
+        with collector_paused():
+            return self._translate(store)
+
+    def _translate(self, store: Store) -> tuple[Snapshot, Translated]:
         snapshot = store.snapshot()
-        return snapshot, translate_snapshot(snapshot, self.identity)
+        # Recorded first: the snapshot took them out of the store, a crash below must not lose them.
+        if self._unsynced is not None:
+            self._unsynced |= snapshot.changed
+        translated = self.translator.translate(snapshot)
+        if translated.changed is None:
+            self._unsynced = None
+        return snapshot, translated
 
     def sync(self, store: Store, *, full: bool) -> SyncOutcome:
         """Program what the store holds now. Raises SyncError (the observer hears either way)."""
         started = time.monotonic()
-        snapshot, translated = self.translate(store)
-        self._report_skipped([str(s) for s in translated.state.skipped if s.invalid])
-        return self.program(snapshot, translated.state, full=full, started=started)
+        with collector_paused():
+            snapshot, translated = self.translate(store)
+            self._report_skipped([str(s) for s in translated.state.skipped if s.invalid])
+            return self.program(snapshot, translated.state, full=full, started=started)
 
     def program(
         self,
@@ -73,12 +109,22 @@ class Proxy:
         """Sync the backend to `state` (translated from `snapshot`), log it, tell the observer.
 
         `started`: when the sync began (before translating), if earlier than now."""
+        with collector_paused():
+            return self._program(snapshot, state, full=full, started=started)
+
+    def _program(
+        self, snapshot: Snapshot, state: ProxyState, *, full: bool, started: float | None
+    ) -> SyncOutcome:
         translated_at = time.monotonic()
         started = translated_at if started is None else started
         refused_before = self.backend.failed_writes
         attempted_full = full or self.backend.needs_full
+        # What changed since the last successful sync, when known; a backend that must sync in
+        # full (its first sync, any after a failure) is told nothing, so it looks at everything.
+        unsynced = self._unsynced
+        changed = None if self.backend.needs_full or unsynced is None else frozenset(unsynced)
         try:
-            outcome = self.backend.sync(state, full=full)
+            outcome = self.backend.sync(state, full=full, changed=changed)
         except SyncError as exc:
             refused = self.backend.failed_writes - refused_before
             seconds = time.monotonic() - started
@@ -88,10 +134,11 @@ class Proxy:
                 )
             )
             raise
+        self._unsynced = set()
         self._clear_stale_flows(state)
         elapsed = time.monotonic() - started
         phases = {"translate": round(translated_at - started, 4), **outcome.phases}
-        self._log(state, replace(outcome, phases=phases), elapsed)
+        self._log(state, replace(outcome, phases=phases), elapsed, changed)
         refused = self.backend.failed_writes - refused_before
         self._notify(
             SyncReport(snapshot, state, attempted_full, elapsed, refused, outcome, outcome.desired)
@@ -102,7 +149,13 @@ class Proxy:
         if self.observer is not None:
             self.observer.synced(report)
 
-    def _log(self, state: ProxyState, outcome: SyncOutcome, seconds: float) -> None:
+    def _log(
+        self,
+        state: ProxyState,
+        outcome: SyncOutcome,
+        seconds: float,
+        changed: frozenset[ServiceName] | None,
+    ) -> None:
         for skipped in outcome.rejected:
             log.warning(
                 "service skipped",
@@ -114,6 +167,8 @@ class Proxy:
             mode=self.backend.mode,
             backend=self.backend.interface,
             full=outcome.full,
+            changed_services="all" if changed is None else len(changed),
+            translated_objects=self.translator.translated,
             services=len(state.services),
             endpoints=sum(len(eps) for eps in state.endpoints.values()),
             chains_written=outcome.chains_written,

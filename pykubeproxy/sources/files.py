@@ -7,12 +7,14 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import yaml
 
 from pykubeproxy.api import KINDS
 from pykubeproxy.log import get_logger
 from pykubeproxy.model import Skipped
+from pykubeproxy.sources.lean import slim
 from pykubeproxy.store import Store
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
@@ -75,11 +77,16 @@ def _documents(path: Path) -> Iterator[object]:
 
 
 def _flatten(doc: object) -> Iterator[object]:
-    """Expand `kind: List` (and `ServiceList`, …) into their items."""
+    """Expand `kind: List` (and `ServiceList`, …) into their items.
+
+    Each item leaves the list as it is handed out: once slimmed, the full copy is freed, so a
+    big List is never held twice (full and slim) at once.
+    """
     if isinstance(doc, dict) and str(doc.get("kind", "")).endswith("List"):
         items = doc.get("items") or []
         if isinstance(items, list):
-            for item in items:
+            for index, item in enumerate(items):
+                items[index] = None  # the document is ours, just decoded
                 yield from _flatten(item)
             return
     yield doc
@@ -94,7 +101,7 @@ def _add(manifests: Manifests, doc: object, where: str) -> None:
         return
     kind = doc.get("kind")
     if kind in manifests.objects:
-        manifests.objects[str(kind)].append(doc)
+        manifests.objects[str(kind)].append(cast(dict[str, object], slim(str(kind), doc)))
     else:
         manifests.other_kinds += 1
 

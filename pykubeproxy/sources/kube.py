@@ -24,6 +24,7 @@ from pykubeproxy.api import (
     WatchEventJSON,
 )
 from pykubeproxy.log import get_logger
+from pykubeproxy.sources.lean import slim
 from pykubeproxy.store import Store
 
 log = get_logger("pykubeproxy.sources.kube")
@@ -195,7 +196,12 @@ class Reflector:
                 page: ListJSON = json.loads(response.data)
             finally:
                 response.release_conn()
-            items.extend(page.get("items") or [])
+            # Slimmed as each page is decoded, so the full objects never pile up; on a re-LIST
+            # an unchanged object is the one already held (one copy, and its translation kept).
+            items.extend(
+                cast(ObjectJSON, self.store.known(self.kind, self._slim(item)))
+                for item in page.get("items") or []
+            )
             metadata = page.get("metadata") or ListMeta()
             token = metadata.get("continue") or ""
             if not token:
@@ -243,13 +249,16 @@ class Reflector:
             raise SourceError(f"watch error {code}: {obj.get('message', '')}")
         version = (obj.get("metadata") or {}).get("resourceVersion")
         if kind in ("ADDED", "MODIFIED"):
-            self.store.upsert(self.kind, obj)
+            self.store.upsert(self.kind, self._slim(obj))
         elif kind == "DELETED":
-            self.store.delete(self.kind, obj)
+            self.store.delete(self.kind, self._slim(obj))
         elif kind != "BOOKMARK":
             raise SourceError(f"unknown watch event type {kind!r}")
         if version:
             self.resource_version = str(version)
+
+    def _slim(self, obj: object) -> Mapping[str, object]:
+        return cast(Mapping[str, object], slim(self.kind, obj))
 
     def _back_off(self, exc: Exception) -> None:
         self.failures += 1

@@ -234,3 +234,42 @@ def test_nothing_is_synced_until_every_kind_has_listed(
         assert not kube.synced  # Services listed, but this node is not known yet
         wait_until(lambda: kube.synced, what="the source to sync")
         assert len(apiserver.requests_to("nodes", watch=False)) == 9
+
+
+def test_objects_are_stored_slim_from_the_list_and_from_watch_events(
+    apiserver: FakeApiServer, source: tuple[KubeSource, Store]
+) -> None:
+    kube, store = source
+    wait_until(lambda: kube.synced, what="the source to sync")
+    apiserver.wait_for_watches("services")
+    apiserver.create("services", service("new", cluster_ip="10.96.1.1", served=True))
+    wait_until(lambda: "default/new" in names(store, "Service"), what="the new Service")
+    for obj in store.snapshot().services:
+        meta = obj["metadata"]
+        assert isinstance(meta, dict)
+        # The server set uid and creationTimestamp; nothing in the proxy reads them.
+        assert "uid" not in meta and "creationTimestamp" not in meta
+        assert meta["resourceVersion"]
+
+
+def test_a_relist_keeps_the_objects_already_held_and_marks_only_what_changed(
+    apiserver: FakeApiServer, source: tuple[KubeSource, Store]
+) -> None:
+    kube, store = source
+    wait_until(lambda: kube.synced, what="the source to sync")
+    apiserver.wait_for_watches("services")
+    services = reflector(kube, "Service")
+    held = {id(obj) for obj in store.snapshot().services}
+
+    apiserver.delay("services", 0.5)
+    apiserver.drop_watch("services")
+    apiserver.delete("services", "default", "svc-3")
+    apiserver.compact()
+    apiserver.delay("services", 0)
+    # the store took the LIST before counting
+    wait_until(lambda: services.lists >= 2, what="a second LIST")
+
+    snapshot = store.snapshot()
+    # One copy of each unchanged object (its translation is kept too); one Service changed.
+    assert {id(obj) for obj in snapshot.services} < held
+    assert {str(name) for name in snapshot.changed} == {"default/svc-3"}

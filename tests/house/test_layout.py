@@ -18,7 +18,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # vocabulary: no Kubernetes semantics, no kernel
     ("log", "sysctl", "model", "config"),
     # Kubernetes objects and their meaning
-    ("api", "timestamps", "translate", "selection", "store"),
+    ("api", "fields", "timestamps", "translate", "selection", "store"),
     # the pure core and the edges: sources, backends, conntrack, when-to-sync
     ("sources", "backends", "pipeline", "conntrack", "runner"),
     # one proxy and its loop

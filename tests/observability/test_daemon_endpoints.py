@@ -157,6 +157,7 @@ def test_an_added_endpoint_is_programmed_by_a_partial_sync(proxy: ProxyProcess) 
             proxy.manifests, "web-abcde", "10.244.1.99", trigger_time=rfc3339_now()
         )
     )
+
     # Periodic (partial) syncs run every SYNC_PERIOD too: wait for the one that took the edit.
     def programmed_the_edit() -> Scrape | None:
         scrape = proxy.wait_for_syncs(total=max(2, total + 1), partial=partial + 1)
