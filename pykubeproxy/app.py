@@ -6,8 +6,8 @@ proxy mode is never looked at: `backends.open_backend` picks it.
 
 from __future__ import annotations
 
-import gc
 import ctypes
+import gc
 import json
 import os
 import shutil
