@@ -314,8 +314,9 @@ class ReadWatch:
 
 
 def settle(ctx: Context, daemon: Daemon) -> None:
-    if not wait_idle(daemon.pid, timeout=ctx.timeout):
-        log("  warning: the daemon never went idle; measuring anyway")
+    """Wait (bounded) until the daemon is idle, so that a change does not queue behind a sync."""
+    if not wait_idle(daemon.pid, timeout=min(ctx.timeout, ctx.args.settle_timeout)):
+        log("  warning: the daemon did not go idle; measuring anyway")
 
 
 def measured_change(
@@ -333,7 +334,7 @@ def measured_change(
         # The daemon looks at its files about once a second, in step with its loop; a random
         # pause puts the write at a random point of that cycle (the raw figure's poll delay).
         time.sleep(random.uniform(0.0, 1.0))
-    deadline = time.monotonic() + ctx.timeout
+    deadline = time.monotonic() + ctx.args.change_timeout
     watch = ReadWatch(daemon.pid, manifest_size, deadline).start() if manifest_size else None
     at = apply()
     seen: Seen = wait_until(lambda: check.read(probe), deadline)
@@ -584,7 +585,7 @@ def stream(
     lock = threading.Lock()
     sending = threading.Event()
     sending.set()
-    deadline = time.monotonic() + ctx.timeout + len(indices) / ctx.args.rate
+    deadline = time.monotonic() + ctx.args.change_timeout + len(indices) / ctx.args.rate
 
     # Calibrate: a one-chain read and a whole-table read, to pick the cheaper way each round.
     probe.chain("KUBE-MARK-MASQ")
@@ -826,6 +827,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-files", action="store_true", help="skip the --from-file daemon")
     parser.add_argument("--no-api", action="store_true", help="skip the API-server daemon")
     parser.add_argument("--timeout", type=float, default=1800.0, help="bound on any one wait (s)")
+    parser.add_argument(
+        "--change-timeout",
+        type=float,
+        default=600.0,
+        help="bound on one change reaching the kernel",
+    )
+    parser.add_argument(
+        "--settle-timeout", type=float, default=300.0, help="bound on waiting for an idle daemon"
+    )
     parser.add_argument("--label", help="RESULTS.md section (default: date and commit)")
     parser.add_argument(
         "--json", type=Path, help="JSON path (default benchmarks/results/scale-DATE.json)"
