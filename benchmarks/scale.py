@@ -314,9 +314,19 @@ class ReadWatch:
 
 
 def settle(ctx: Context, daemon: Daemon) -> None:
-    """Wait (bounded) until the daemon is idle, so that a change does not queue behind a sync."""
-    if not wait_idle(daemon.pid, timeout=min(ctx.timeout, ctx.args.settle_timeout)):
-        log("  warning: the daemon did not go idle; measuring anyway")
+    """Wait (bounded) until the daemon is idle, so that a change does not queue behind a sync.
+
+    A daemon whose periodic syncs last longer than its sync period is never idle: then the
+    change goes in right after the next sync ends (what it meets then is the product's doing).
+    """
+    since = time.monotonic()
+    idle = wait_idle(
+        daemon.pid,
+        timeout=min(ctx.timeout, ctx.args.settle_timeout),
+        give_up=lambda: bool(daemon.syncs(since)),
+    )
+    if not idle:
+        log("  note: the daemon was not idle; the change goes in after its last sync")
 
 
 def measured_change(
@@ -841,6 +851,13 @@ def parse_args() -> argparse.Namespace:
         "--json", type=Path, help="JSON path (default benchmarks/results/scale-DATE.json)"
     )
     parser.add_argument("--no-markdown", action="store_true", help="do not touch RESULTS.md")
+    parser.add_argument("--note", help="a sentence for the RESULTS.md section (what was measured)")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="measure nothing: print the tables of a saved JSON and update RESULTS.md from it",
+    )
     parser.add_argument("--keep-logs", type=Path, help="copy the daemons' logs here")
     args = parser.parse_args()
     quick = args.quick
@@ -894,8 +911,30 @@ def interrupts_unwind() -> Iterator[None]:
             signal.signal(s, handler)
 
 
+def publish(report: JSONDict, out_path: Path, args: argparse.Namespace) -> None:
+    for backend in report["settings"]["backends"]:
+        rows = [r for r in report["results"] if r["backend"] == backend]
+        print(f"\n## {backend}\n")
+        print(scale_report.text_table(rows))
+    if not args.no_markdown:
+        shown = out_path.relative_to(REPO) if out_path.is_relative_to(REPO) else out_path
+        scale_report.update_markdown(HERE / "RESULTS.md", report, shown)
+        log(f"wrote {HERE / 'RESULTS.md'} (section {report['label']!r})")
+
+
+def render(args: argparse.Namespace) -> None:
+    path = args.render.resolve()
+    report = json.loads(path.read_text(encoding="utf-8"))
+    report["label"] = args.label or report["label"]
+    report["note"] = args.note or report.get("note")
+    publish(report, path, args)
+
+
 def main() -> None:
     args = parse_args()
+    if args.render:
+        render(args)
+        return
     if os.geteuid() != 0:
         sys.exit("root is needed (network namespaces, iptables)")
     today = datetime.date.today().isoformat()
@@ -914,6 +953,7 @@ def main() -> None:
         "results": [],
     }
     report["label"] = args.label or f"{today} {report['product']['commit'][:7]}"
+    report["note"] = args.note
     out_path = results_path(args, today)
     log(f"pykubeproxy {ctx.binary}; work directory {workdir}; results {out_path}")
     try:
@@ -944,17 +984,7 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
     report["machine"]["loadavg_end"] = os.getloadavg()
     out_path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    for backend in args.backends:
-        rows = [r for r in report["results"] if r["backend"] == backend]
-        print(f"\n## {backend}\n")
-        print(scale_report.text_table(rows))
-    if not args.no_markdown:
-        scale_report.update_markdown(
-            HERE / "RESULTS.md",
-            report,
-            out_path.relative_to(REPO) if out_path.is_relative_to(REPO) else out_path,
-        )
-        log(f"wrote {HERE / 'RESULTS.md'} (section {report['label']!r})")
+    publish(report, out_path, args)
     log(f"wrote {out_path}")
 
 

@@ -3,8 +3,9 @@
 `scale.py` starts this as a child process *inside* the benchmark's network namespace
 (`ip netns exec NS python benchmarks/scale_api.py ...`), so that pykubeproxy, running in the same
 namespace, reaches it on that namespace's 127.0.0.1. It serves the tests' `FakeApiServer`
-(tests/api/fake_apiserver.py: real list/watch over chunked HTTP, plain HTTP today -- TLS comes
-with another issue) holding the Node, N Services and N EndpointSlices of `cluster.py`.
+(tests/support/fake_apiserver.py, formerly tests/api/: real list/watch over chunked HTTP; plain
+HTTP today, TLS comes with another issue) holding the Node, N Services and N EndpointSlices of
+`cluster.py`.
 
 Protocol, one JSON object per line:
   stdout, once ready:  {"ready": true, "port": P, "kubeconfig": PATH, "objects": K}
@@ -27,10 +28,16 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent))
 
 import cluster  # noqa: E402  (benchmarks/cluster.py)
-from api.fake_apiserver import FakeApiServer  # noqa: E402
+
+# The tests' fake API server: tests/support/ since the tests became a package, tests/api/ before.
+try:
+    from tests.support.fake_apiserver import FakeApiServer
+except ImportError:
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from api.fake_apiserver import FakeApiServer  # type: ignore[no-redef]
 
 RESOURCES = {"Node": "nodes", "Service": "services", "EndpointSlice": "endpointslices"}
 

@@ -41,6 +41,12 @@ def brief(change: JSONDict) -> str:
     return " ".join(parts)
 
 
+def written_note(sync: JSONDict) -> str:
+    """Chains a sync wrote, marked when it was a full sync (a periodic one the change met)."""
+    written = str(sync.get("chains_written"))
+    return written + (" (full sync)" if sync.get("full") else "")
+
+
 def brief_quiet(q: JSONDict) -> str:
     written = [s.get("chains_written") for s in q["syncs"]]
     return (
@@ -214,12 +220,12 @@ def rows(result: JSONDict) -> list[Row]:
                     )
                 )
             s_sec = med([(c.get("sync") or {}).get("seconds") for c in changes])
-            s_written = [(c.get("sync") or {}).get("chains_written") for c in changes]
+            s_written = [written_note(c.get("sync") or {}) for c in changes]
             out.append(
                 Row(
                     n,
                     "  its sync (log `seconds`; chains written)",
-                    f"{secs(s_sec)}; {', '.join(map(str, s_written))}",
+                    f"{secs(s_sec)}; {', '.join(s_written)}",
                     chain_label,
                     ratio(s_sec, floor_chain),
                 )
@@ -277,7 +283,8 @@ def rows(result: JSONDict) -> list[Row]:
                 Row(
                     n,
                     f"daemon ({title}): CPU over a quiet minute",
-                    f"{total:.2f} s ({q['cpu_per_minute_self']:.2f} self + children{scaled})",
+                    f"{total:.2f} s ({q['cpu_per_minute_self']:.2f} daemon + "
+                    f"{total - q['cpu_per_minute_self']:.2f} its children{scaled})",
                     target=f"≤ {CPU_TARGET:g} s",
                     met=verdict(total <= CPU_TARGET),
                 )
@@ -366,10 +373,13 @@ def markdown_section(report: JSONDict, json_path: Path | str) -> str:
         f"{s['single_changes']} single change(s), {s['changes']} streamed at {s['rate']:g}/s, "
         f"quiet window {s['quiet_seconds']:g} s, "
         f"`--iptables-min-sync-period {s['min_sync_period']}`, "
-        f"default sync period) on pykubeproxy `{p['commit'][:10]}` ({p['branch']}"
+        "default sync period) on the pykubeproxy package of "
+        f"`{(p.get('package_commit') or p['commit'])[:10]}` (checkout `{p['commit'][:10]}`, "
+        f"{p['branch']}"
         + (", package edited" if p.get("package_edited") else "")
         + f"). Raw figures: `{json_path}`.",
         "",
+        *([report["note"], ""] if report.get("note") else []),
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, kernel {m['kernel']}, "
         f"{m['iptables_legacy']} / {m['iptables_nft']}, Python {m['python']}; load average "
         f"{' '.join(f'{x:.2f}' for x in m['loadavg_start'])} at the start, "

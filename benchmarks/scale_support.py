@@ -353,8 +353,17 @@ def has_children(pid: int) -> bool:
     return False
 
 
-def wait_idle(pid: int, timeout: float, window: float = 1.0, threshold: float = 0.05) -> bool:
-    """Until the process has no child and used under `threshold` CPU seconds over `window`."""
+def wait_idle(
+    pid: int,
+    timeout: float,
+    window: float = 1.0,
+    threshold: float = 0.05,
+    give_up: Callable[[], bool] = lambda: False,
+) -> bool:
+    """Until the process has no child and used under `threshold` CPU seconds over `window`.
+
+    False when `give_up()` turns true first (or the timeout passes).
+    """
     deadline = time.monotonic() + timeout
     last = sum(cpu_seconds(pid))
     while time.monotonic() < deadline:
@@ -362,6 +371,8 @@ def wait_idle(pid: int, timeout: float, window: float = 1.0, threshold: float = 
         now = sum(cpu_seconds(pid))
         if now - last < threshold and not has_children(pid):
             return True
+        if give_up():
+            return False
         last = now
     return False
 
@@ -446,15 +457,13 @@ class Daemon:
 
 
 def _first_line(argv: list[str]) -> str:
+    """The first line a command prints ("unknown" when it cannot run or fails)."""
     try:
         result = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-    except OSError as exc:
-        return f"not available ({exc.strerror})"
-    return (
-        (result.stdout or result.stderr).strip().splitlines()[0]
-        if result.stdout or result.stderr
-        else ""
-    )
+    except OSError:
+        return "unknown"
+    lines = result.stdout.strip().splitlines()
+    return lines[0] if result.returncode == 0 and lines else "unknown"
 
 
 def machine() -> dict[str, object]:
@@ -490,4 +499,24 @@ def product(repo: Path) -> dict[str, object]:
         timeout=30,
         check=False,
     ).stdout
-    return {"commit": head, "branch": branch, "package_edited": bool(status.strip())}
+    # The last commit that changed the package or its dependencies: what was measured.
+    package = _first_line(
+        [
+            "git",
+            "-C",
+            str(repo),
+            "log",
+            "-1",
+            "--format=%H",
+            "--",
+            "pykubeproxy",
+            "pyproject.toml",
+            "uv.lock",
+        ]
+    )
+    return {
+        "commit": head,
+        "branch": branch,
+        "package_commit": package,
+        "package_edited": bool(status.strip()),
+    }
