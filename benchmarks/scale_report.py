@@ -94,10 +94,11 @@ def rows(result: JSONDict) -> list[Row]:
     chunking = "" if backend == "legacy" else f", {result['payload']['restore_calls']} chunks"
     floor_label = f"{secs(floor_full)} bare restore{chunking}"
 
-    start_target, start_ok = "", None
+    # Issue 11: process start → all rules ≤ kube-proxy's 12.1 s, measured from the API server at
+    # 10 000 Services on iptables-legacy: checked on the daemon fed by the (fake) API server.
+    start_target = ""
     if backend == "legacy" and n >= 10_000:
         start_target = f"≤ {KUBE_PROXY_START_TO_RULES} s (kube-proxy)"
-        start_ok = wall is not None and wall <= KUBE_PROXY_START_TO_RULES
     out.append(
         Row(
             n,
@@ -105,8 +106,6 @@ def rows(result: JSONDict) -> list[Row]:
             secs(wall),
             floor_label,
             ratio(wall, floor_full),
-            start_target,
-            verdict(start_ok),
         )
     )
     ok = None if sync is None or floor_full is None else sync <= 1.1 * floor_full
@@ -169,17 +168,15 @@ def rows(result: JSONDict) -> list[Row]:
             out.append(Row(n, f"daemon ({title})", f"failed: {part['error'][:80]}"))
             continue
         start = part.get("start") or {}
+        started = start.get("start_to_synced")
+        checked = bool(start_target) and source == "api" and started is not None
         out.append(
             Row(
                 n,
                 f"daemon ({title}): start → first sync done",
-                secs(start.get("start_to_synced")),
-                target=start_target,
-                met=verdict(
-                    None
-                    if not start_target
-                    else (start.get("start_to_synced") or 1e9) <= KUBE_PROXY_START_TO_RULES
-                ),
+                secs(started),
+                target=start_target if checked else "",
+                met=verdict(started <= KUBE_PROXY_START_TO_RULES if checked else None),
             )
         )
         for what, label in (
@@ -258,7 +255,7 @@ def rows(result: JSONDict) -> list[Row]:
         q = part.get("quiet")
         if q:
             writes = [s.get("chains_written") for s in q["syncs"]]
-            ok = None if not writes else all(w == 0 for w in writes)
+            ok = all(w == 0 for w in writes)  # no sync at all wrote nothing either
             value = (
                 f"{len(writes)} sync(s), chains written {writes}"
                 if writes
