@@ -1,42 +1,32 @@
 """Prints how long a change takes from the API server's watch event to the kernel's rules.
 
-A fake API server (tests/api) holds N Services with one EndpointSlice each; the real reflector,
-store, sync loop and iptables syncer program a network namespace made for the run. Each of the
-changes moves one Service's endpoint; the time until the sync that carries it has written the
-kernel is recorded. Root needed. Usage:
+A fake API server (tests/support/fake_apiserver.py) holds N Services with one EndpointSlice
+each; the real reflector, store, sync loop and iptables syncer program a network namespace made
+for the run (tests/support/netns.py). Each of the changes moves one Service's endpoint; the
+time until the sync that carries it has written the kernel is recorded. Root needed. Usage:
     uv run python benchmarks/api_latency.py [--services 1000] [--changes 100] [--min-sync 1s]
 """
 
 from __future__ import annotations
 
 import argparse
-import secrets
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-
-from api.fake_apiserver import (  # noqa: E402
-    FakeApiServer,
-    make_endpoint_slice,
-    make_node,
-    make_service,
-)
-
-from pykubeproxy.backends.iptables.backend import IptablesBackend  # noqa: E402
-from pykubeproxy.backends.iptables.kernel import IptablesBinaries, KernelIptables  # noqa: E402
-from pykubeproxy.config import Config, parse_duration  # noqa: E402
-from pykubeproxy.loop import run_sync_loop  # noqa: E402
-from pykubeproxy.pipeline import NodeIdentity  # noqa: E402
-from pykubeproxy.proxy import Proxy, SyncReport  # noqa: E402
-from pykubeproxy.sources.kube import KubeSource, api_client, requesters  # noqa: E402
-from pykubeproxy.store import Store  # noqa: E402
+from pykubeproxy.backends.iptables.backend import IptablesBackend
+from pykubeproxy.backends.iptables.kernel import IptablesBinaries, KernelIptables
+from pykubeproxy.config import Config, parse_duration
+from pykubeproxy.loop import run_sync_loop
+from pykubeproxy.pipeline import NodeIdentity
+from pykubeproxy.proxy import Proxy, SyncReport
+from pykubeproxy.sources.kube import KubeSource, api_client, requesters
+from pykubeproxy.store import Store
+from tests.support.builders import endpoint_slice, node, service
+from tests.support.fake_apiserver import FakeApiServer
+from tests.support.netns import namespace
 
 
 def endpoint_ip(service: int, generation: int) -> str:
@@ -45,27 +35,28 @@ def endpoint_ip(service: int, generation: int) -> str:
 
 
 def populate(server: FakeApiServer, services: int) -> None:
-    server.create("nodes", make_node("node-1", "192.0.2.10"))
+    server.create("nodes", node("node-1", "192.0.2.10", served=True))
     for i in range(services):
-        server.create(
-            "services", make_service(f"svc-{i}", cluster_ip=f"10.96.{i // 250}.{i % 250 + 1}")
-        )
+        cluster_ip = f"10.96.{i // 250}.{i % 250 + 1}"
+        server.create("services", service(f"svc-{i}", cluster_ip=cluster_ip, served=True))
         server.create(
             "endpointslices",
-            make_endpoint_slice(f"svc-{i}", addresses=[endpoint_ip(i, 0)], name=f"svc-{i}-1"),
+            endpoint_slice(f"svc-{i}", endpoint_ip(i, 0), name=f"svc-{i}-1", served=True),
         )
 
 
 def measure(services: int, changes: int, min_sync: float, backend: str) -> list[float]:
-    ns = f"pkp-lat-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
     stop = threading.Event()
-    with FakeApiServer(bookmark_interval=5.0) as server, tempfile.TemporaryDirectory() as tmp:
+    with (
+        namespace("lat") as ns,
+        FakeApiServer(bookmark_interval=5.0) as server,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         try:
             populate(server, services)
             api = api_client(str(server.write_kubeconfig(Path(tmp) / "kubeconfig")), "")
             store = Store()
-            kernel = KernelIptables(IptablesBinaries(backend, ("ip", "netns", "exec", ns)))
+            kernel = KernelIptables(IptablesBinaries(backend, ns.prefix))
             config = Config(min_sync_period=min_sync, sync_period=3600.0)
             proxy = Proxy(
                 backend=IptablesBackend(config, kernel), identity=NodeIdentity("node-1", True)
@@ -102,7 +93,7 @@ def measure(services: int, changes: int, min_sync: float, backend: str) -> list[
                 started = time.monotonic()
                 server.update(
                     "endpointslices",
-                    make_endpoint_slice(f"svc-{target}", addresses=[ip], name=f"svc-{target}-1"),
+                    endpoint_slice(f"svc-{target}", ip, name=f"svc-{target}-1", served=True),
                 )
                 with landed_event:
                     assert landed_event.wait_for(lambda ip=ip: ip in landed, timeout=60), ip
@@ -115,7 +106,6 @@ def measure(services: int, changes: int, min_sync: float, backend: str) -> list[
                 loop.join(10)
             except NameError:
                 pass
-            subprocess.run(["ip", "netns", "delete", ns], check=False)
 
 
 def main() -> None:

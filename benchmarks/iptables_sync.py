@@ -8,51 +8,35 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import secrets
-import subprocess
 import time
-from pathlib import Path
 
 from pykubeproxy.backends.iptables.backend import IptablesBackend
 from pykubeproxy.backends.iptables.kernel import IptablesBinaries, KernelIptables, count_rules
 from pykubeproxy.config import Config
-from pykubeproxy.model import Endpoint, Node, Protocol, ProxyState, ServicePort, ServicePortName
-from pykubeproxy.pipeline import NodeIdentity, translate_snapshot
-from pykubeproxy.sources.files import load_files
-from pykubeproxy.store import Store
+from pykubeproxy.model import Endpoint, ProxyState
+from tests.support.builders import port_name, proxy_state, service_port
+from tests.support.netns import namespace
+from tests.support.rendering import examples_state
 
-REPO = Path(__file__).resolve().parents[1]
 FIRST_ENDPOINT = ipaddress.IPv4Address("10.100.0.1")
 CONFIG = Config(cluster_cidr="10.244.0.0/16")
 
 
 def generated(services: int, endpoints: int) -> ProxyState:
-    ports, eps = [], {}
+    entries = []
     for i in range(services):
-        name = ServicePortName(f"ns{i % 50}", f"svc{i}", "http", Protocol.TCP)
+        name = port_name(f"svc{i}", namespace=f"ns{i % 50}")
         ip = f"10.96.{i // 250}.{i % 250 + 1}"
         node_port = 30000 + i if i % 10 == 0 else 0
-        ports.append(ServicePort(name=name, cluster_ip=ip, port=80, node_port=node_port))
         first = int(FIRST_ENDPOINT) + i * endpoints
-        eps[name] = tuple(
-            Endpoint(str(ipaddress.IPv4Address(first + j)), 8080) for j in range(endpoints)
-        )
-    return ProxyState(
-        Node("node-1", ("192.0.2.10",)), tuple(sorted(ports, key=lambda p: p.name)), eps
-    )
-
-
-def examples() -> ProxyState:
-    store = Store()
-    load_files(store, [REPO / "examples"])
-    return translate_snapshot(store.snapshot(), NodeIdentity("node-1", True)).state
+        backends = [Endpoint(str(ipaddress.IPv4Address(first + j)), 8080) for j in range(endpoints)]
+        entries.append((service_port(name, ip, node_port=node_port), backends))
+    return proxy_state(*entries, sort=True)
 
 
 def measure(label: str, backend: str, state: ProxyState) -> None:
-    ns = f"pkp-bench-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    try:
-        kernel = KernelIptables(IptablesBinaries(backend, ("ip", "netns", "exec", ns)))
+    with namespace("bench") as ns:
+        kernel = KernelIptables(IptablesBinaries(backend, ns.prefix))
         syncer = IptablesBackend(CONFIG, kernel)
         started = time.perf_counter()
         ruleset = syncer.render(state)
@@ -68,8 +52,6 @@ def measure(label: str, backend: str, state: ProxyState) -> None:
             f"{label:>22} {backend:>6}: rules={count_rules(ruleset):>7} render={render:6.3f}s "
             f"full sync={full:7.3f}s no-op sync={noop:6.3f}s"
         )
-    finally:
-        subprocess.run(["ip", "netns", "delete", ns], check=False)
 
 
 def main() -> None:
@@ -79,7 +61,7 @@ def main() -> None:
     parser.add_argument("--backends", nargs="*", default=["legacy", "nft"])
     args = parser.parse_args()
     for backend in args.backends:
-        measure("examples", backend, examples())
+        measure("examples", backend, examples_state())
         for n in args.services:
             measure(f"{n} svc x {args.endpoints} ep", backend, generated(n, args.endpoints))
 

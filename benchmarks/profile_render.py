@@ -35,8 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cluster  # benchmarks/cluster.py, beside this file
 
+from pykubeproxy.backends.iptables.assemble import render_ruleset
 from pykubeproxy.backends.iptables.diff import plan_restore
-from pykubeproxy.backends.iptables.render import RenderOptions, render_ruleset
+from pykubeproxy.backends.iptables.render import RenderOptions
 from pykubeproxy.backends.iptables.ruleset import Ruleset, format_restore, parse_save
 from pykubeproxy.config import Config
 from pykubeproxy.model import ProxyState

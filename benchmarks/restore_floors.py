@@ -47,8 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cluster  # benchmarks/cluster.py, beside this file
 
 from pykubeproxy.backends.iptables import chains as c
+from pykubeproxy.backends.iptables.assemble import render_ruleset
 from pykubeproxy.backends.iptables.diff import plan_restore
-from pykubeproxy.backends.iptables.render import render_ruleset
 from pykubeproxy.backends.iptables.ruleset import Chain, Ruleset, Table, format_restore
 from pykubeproxy.config import Config
 from pykubeproxy.model import Protocol, ServicePortName

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from pykubeproxy.backends import Backend, Programmed, SyncError, SyncOutcome
@@ -57,13 +57,24 @@ class Proxy:
 
     def sync(self, store: Store, *, full: bool) -> SyncOutcome:
         """Program what the store holds now. Raises SyncError (the observer hears either way)."""
+        started = time.monotonic()
         snapshot, translated = self.translate(store)
         self._report_skipped([str(s) for s in translated.state.skipped if s.invalid])
-        return self.program(snapshot, translated.state, full=full)
+        return self.program(snapshot, translated.state, full=full, started=started)
 
-    def program(self, snapshot: Snapshot, state: ProxyState, *, full: bool) -> SyncOutcome:
-        """Sync the backend to `state` (translated from `snapshot`), log it, tell the observer."""
-        started = time.monotonic()
+    def program(
+        self,
+        snapshot: Snapshot,
+        state: ProxyState,
+        *,
+        full: bool,
+        started: float | None = None,
+    ) -> SyncOutcome:
+        """Sync the backend to `state` (translated from `snapshot`), log it, tell the observer.
+
+        `started`: when the sync began (before translating), if earlier than now."""
+        translated_at = time.monotonic()
+        started = translated_at if started is None else started
         refused_before = self.backend.failed_writes
         attempted_full = full or self.backend.needs_full
         try:
@@ -79,7 +90,8 @@ class Proxy:
             raise
         self._clear_stale_flows(state)
         elapsed = time.monotonic() - started
-        self._log(state, outcome, elapsed)
+        phases = {"translate": round(translated_at - started, 4), **outcome.phases}
+        self._log(state, replace(outcome, phases=phases), elapsed)
         refused = self.backend.failed_writes - refused_before
         self._notify(
             SyncReport(snapshot, state, attempted_full, elapsed, refused, outcome, outcome.desired)
@@ -109,6 +121,7 @@ class Proxy:
             operations=len(outcome.operations),
             rules=sum(outcome.desired.rule_counts().values()),
             seconds=round(seconds, 4),
+            **{f"seconds_{phase}": value for phase, value in outcome.phases.items()},
         )
         for operation in outcome.operations:
             log.debug("kernel operation", operation=operation)

@@ -13,13 +13,20 @@ class Due:
     full: bool = False
 
 
+# How often a full sync (read the kernel, repair drift) runs when nothing else asks for one:
+# kube-proxy's FullSyncPeriod since 1.33 (it had been the sync period).
+FULL_SYNC_INTERVAL = 3600.0
+
+
 class SyncSchedule:
     """kube-proxy's bounded-frequency runner as a state machine; the caller supplies the time.
 
     - a change requests a sync, run no sooner than `min_interval` after the previous one starts;
-    - with nothing changed, a full sync runs every `max_interval`;
-    - after a failure the next try waits `backoff_base * 2**(failures-1)`, capped at
-      `backoff_max`, and is full.
+    - with nothing changed, a sync runs every `max_interval` (the sync period): a partial one,
+      which writes nothing when nothing changed;
+    - a full sync (the kernel read and its drift repaired) is the first, one every
+      `full_interval`, and every retry after a failure, which waits
+      `backoff_base * 2**(failures-1)`, capped at `backoff_max`.
     """
 
     def __init__(
@@ -27,11 +34,13 @@ class SyncSchedule:
         *,
         min_interval: float,
         max_interval: float,
+        full_interval: float = FULL_SYNC_INTERVAL,
         backoff_base: float = 1.0,
         backoff_max: float = 30.0,
     ) -> None:
         self.min_interval = min_interval
         self.max_interval = max_interval
+        self.full_interval = max(full_interval, max_interval)
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.pending = False
@@ -49,8 +58,7 @@ class SyncSchedule:
         if self.last_start is None:
             return float("-inf")
         earliest = self.last_start + self.min_interval
-        last_full = self.last_full if self.last_full is not None else self.last_start
-        candidates = [last_full + self.max_interval]
+        candidates = [self.last_start + self.max_interval]
         if self.pending:
             candidates.append(earliest)
         if self.retry_at is not None:
@@ -60,7 +68,7 @@ class SyncSchedule:
     def due(self, now: float) -> Due:
         if now < self.next_time():
             return Due(run=False)
-        periodic = self.last_full is None or now >= self.last_full + self.max_interval
+        periodic = self.last_full is None or now >= self.last_full + self.full_interval
         return Due(run=True, full=periodic or self.retry_at is not None)
 
     def started(self, now: float, *, full: bool) -> None:

@@ -73,6 +73,7 @@ class SyncOutcome:
     chains_deleted: int = 0
     operations: tuple[str, ...] = ()  # other kernel operations (IPVS), as they print
     rejected: tuple[Skipped, ...] = ()  # Service ports the kernel refused and that were left out
+    phases: Mapping[str, float] = field(default_factory=dict)  # seconds per phase, for the log
 
 
 class Backend(Protocol):

@@ -8,7 +8,7 @@ from pathlib import Path
 import kubernetes
 import pytest
 
-from .fake_apiserver import FakeApiServer
+from tests.support.fake_apiserver import FakeApiServer
 
 
 @pytest.fixture

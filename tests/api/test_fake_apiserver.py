@@ -13,14 +13,11 @@ import kubernetes
 import pytest
 import urllib3
 
-from .fake_apiserver import (
-    FakeApiServer,
-    make_endpoint_slice,
-    make_node,
-    make_service,
-)
+from tests.support.builders import endpoint_slice, node, service
+from tests.support.fake_apiserver import FakeApiServer
 
 JSON = dict[str, Any]
+NODE_IP = "192.168.0.10"  # where a Node lives unless a test says otherwise
 CoreV1Api = kubernetes.client.CoreV1Api
 
 
@@ -84,7 +81,10 @@ def dechunk(body: bytes) -> tuple[list[JSON], bool]:
 
 def add_services(server: FakeApiServer, *names: str, namespace: str = "default") -> None:
     for i, name in enumerate(names):
-        server.create("services", make_service(name, namespace, cluster_ip=f"10.96.0.{i + 1}"))
+        server.create(
+            "services",
+            service(name, namespace=namespace, cluster_ip=f"10.96.0.{i + 1}", served=True),
+        )
 
 
 # --- state ---------------------------------------------------------------------------------
@@ -94,20 +94,22 @@ def test_writes_stamp_uid_creation_time_and_the_global_resource_version(
     apiserver: FakeApiServer,
 ) -> None:
     before = int(apiserver.resource_version)
-    svc = apiserver.create("services", make_service("web"))
-    node = apiserver.create("nodes", make_node("node-1"))
+    svc = apiserver.create("services", service("web", served=True))
+    created = apiserver.create("nodes", node("node-1", NODE_IP, served=True))
     assert svc["metadata"]["resourceVersion"] == str(before + 1)
-    assert node["metadata"]["resourceVersion"] == str(before + 2) == apiserver.resource_version
+    assert created["metadata"]["resourceVersion"] == str(before + 2) == apiserver.resource_version
     assert svc["metadata"]["uid"] and svc["metadata"]["creationTimestamp"]
-    assert "namespace" not in node["metadata"]
-    updated = apiserver.update("services", {**make_service("web"), "spec": {"clusterIP": "None"}})
+    assert "namespace" not in created["metadata"]
+    updated = apiserver.update(
+        "services", {**service("web", served=True), "spec": {"clusterIP": "None"}}
+    )
     assert updated["metadata"]["uid"] == svc["metadata"]["uid"]
     assert updated["metadata"]["resourceVersion"] == str(before + 3)
 
 
 def test_an_update_that_changes_nothing_is_not_a_write(apiserver: FakeApiServer) -> None:
-    first = apiserver.apply("services", make_service("web"))
-    again = apiserver.apply("services", make_service("web"))
+    first = apiserver.apply("services", service("web", served=True))
+    again = apiserver.apply("services", service("web", served=True))
     assert again["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
     assert apiserver.resource_version == first["metadata"]["resourceVersion"]
 
@@ -115,11 +117,11 @@ def test_an_update_that_changes_nothing_is_not_a_write(apiserver: FakeApiServer)
 def test_create_refuses_an_existing_object_and_update_a_missing_one(
     apiserver: FakeApiServer,
 ) -> None:
-    apiserver.create("services", make_service("web"))
+    apiserver.create("services", service("web", served=True))
     with pytest.raises(KeyError, match="already exists"):
-        apiserver.create("services", make_service("web"))
+        apiserver.create("services", service("web", served=True))
     with pytest.raises(KeyError, match="not found"):
-        apiserver.update("services", make_service("other"))
+        apiserver.update("services", service("other", served=True))
     with pytest.raises(KeyError, match="not found"):
         apiserver.delete("services", "default", "other")
 
@@ -151,8 +153,8 @@ def test_list_pages_come_from_one_snapshot_even_when_objects_change_between_page
     snapshot_rv = first["metadata"]["resourceVersion"]
     assert first["metadata"]["remainingItemCount"] == 3
     apiserver.delete("services", "default", "s4")
-    apiserver.create("services", make_service("s6"))
-    apiserver.update("services", make_service("s3", cluster_ip="10.96.9.9"))
+    apiserver.create("services", service("s6", served=True))
+    apiserver.update("services", service("s3", cluster_ip="10.96.9.9", served=True))
     pages, token = [first], first["metadata"]["continue"]
     for _ in range(5):
         page = list_services(core, limit=2, _continue=token)
@@ -184,13 +186,15 @@ def test_an_expired_or_unknown_continue_token_is_answered_with_410_expired(
 def test_label_selector_leaves_out_services_with_a_proxy_name_or_headless_label(
     apiserver: FakeApiServer, core: CoreV1Api
 ) -> None:
-    apiserver.create("services", make_service("plain"))
+    apiserver.create("services", service("plain", served=True))
     apiserver.create(
         "services",
-        make_service("other-proxy", labels={"service.kubernetes.io/service-proxy-name": "x"}),
+        service(
+            "other-proxy", labels={"service.kubernetes.io/service-proxy-name": "x"}, served=True
+        ),
     )
     apiserver.create(
-        "services", make_service("headless", labels={"service.kubernetes.io/headless": ""})
+        "services", service("headless", labels={"service.kubernetes.io/headless": ""}, served=True)
     )
     selector = "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless"
     body = list_services(core, label_selector=selector)
@@ -211,8 +215,8 @@ def test_a_bad_selector_is_a_400(apiserver: FakeApiServer, core: CoreV1Api) -> N
 def test_nodes_are_listed_by_a_field_selector_on_the_name(
     apiserver: FakeApiServer, core: CoreV1Api
 ) -> None:
-    apiserver.create("nodes", make_node("node-1", "192.168.0.11"))
-    apiserver.create("nodes", make_node("node-2", "192.168.0.12"))
+    apiserver.create("nodes", node("node-1", "192.168.0.11", served=True))
+    apiserver.create("nodes", node("node-2", "192.168.0.12", served=True))
     with core.list_node(field_selector="metadata.name=node-1", _preload_content=False) as resp:
         body = json.loads(resp.data)
     assert body["kind"] == "NodeList"
@@ -227,7 +231,7 @@ def test_nodes_are_listed_by_a_field_selector_on_the_name(
 def test_endpoint_slices_are_listed_through_the_discovery_client(
     apiserver: FakeApiServer, api_client: kubernetes.client.ApiClient
 ) -> None:
-    apiserver.create("endpointslices", make_endpoint_slice("web", addresses=["10.244.1.2"]))
+    apiserver.create("endpointslices", endpoint_slice("web", "10.244.1.2", served=True))
     discovery = kubernetes.client.DiscoveryV1Api(api_client)
     with discovery.list_endpoint_slice_for_all_namespaces(limit=10, _preload_content=False) as resp:
         body = json.loads(resp.data)
@@ -264,9 +268,9 @@ def test_watch_from_a_list_resource_version_delivers_later_writes_in_order(
 ) -> None:
     add_services(apiserver, "old")
     listed_rv = list_services(core)["metadata"]["resourceVersion"]
-    apiserver.create("services", make_service("before-watch"))
+    apiserver.create("services", service("before-watch", served=True))
     with watch_services(core, resource_version=listed_rv) as resp:
-        apiserver.update("services", make_service("before-watch", cluster_ip="10.96.1.1"))
+        apiserver.update("services", service("before-watch", cluster_ip="10.96.1.1", served=True))
         apiserver.delete("services", "default", "before-watch")
         events = read_events(iter(resp), 3)
     assert summary(events) == [
@@ -297,7 +301,7 @@ def test_bookmarks_arrive_periodically_and_on_demand_only_when_allowed(
     with watch_services(core, resource_version="1", allow_watch_bookmarks=True) as resp:
         lines = iter(resp)
         assert summary(read_events(lines, 1)) == [("ADDED", "a")]
-        apiserver.create("nodes", make_node("node-1"))
+        apiserver.create("nodes", node("node-1", NODE_IP, served=True))
         apiserver.send_bookmark()
         [bookmark] = read_events(lines, 1)
     assert bookmark["type"] == "BOOKMARK"
@@ -347,7 +351,7 @@ def test_watch_from_a_compacted_resource_version_gets_a_410_error_event(
         "code": 410,
     }
     with watch_services(core, resource_version=apiserver.resource_version) as resp:
-        apiserver.create("services", make_service("c"))
+        apiserver.create("services", service("c", served=True))
         assert summary(read_events(iter(resp), 1)) == [("ADDED", "c")]
 
 
@@ -368,10 +372,10 @@ def test_a_selected_watch_sees_an_object_that_stops_matching_as_deleted(
     apiserver: FakeApiServer, core: CoreV1Api
 ) -> None:
     with watch_services(core, label_selector="!service.kubernetes.io/headless") as resp:
-        apiserver.create("services", make_service("web"))
-        headless = make_service("web", labels={"service.kubernetes.io/headless": ""})
+        apiserver.create("services", service("web", served=True))
+        headless = service("web", labels={"service.kubernetes.io/headless": ""}, served=True)
         apiserver.update("services", headless)
-        apiserver.update("services", make_service("web"))
+        apiserver.update("services", service("web", served=True))
         events = read_events(iter(resp), 3)
     assert summary(events) == [("ADDED", "web"), ("DELETED", "web"), ("ADDED", "web")]
     assert "labels" not in events[1]["object"]["metadata"]  # the last state that matched
@@ -393,7 +397,7 @@ def test_drop_watch_cuts_the_connection_without_the_terminating_chunk(
         assert summary(read_events(lines, 1)) == [("ADDED", "a")]
         assert summary(read_events(lines, 2)) == [("ADDED", "b"), ("ADDED", "c")]
         apiserver.drop_watch("services", after_events=1)  # the open watch takes it
-        apiserver.create("services", make_service("d"))
+        apiserver.create("services", service("d", served=True))
         assert summary(read_events(lines, 1)) == [("ADDED", "d")]
         with pytest.raises(urllib3.exceptions.ProtocolError, match="ended prematurely"):
             read_events(lines)
@@ -409,7 +413,9 @@ def test_stall_watch_goes_silent_so_a_client_read_timeout_fires(
         with pytest.raises(urllib3.exceptions.ReadTimeoutError):
             read_events(iter(resp))
     assert 0.5 <= time.monotonic() - started < 2
-    assert apiserver.wait_until(lambda: apiserver.open_watches("services") == 0, timeout=2)
+    apiserver.wait_until(
+        lambda: apiserver.open_watches("services") == 0, what="no open watch", timeout=2
+    )
 
 
 def test_fail_next_answers_the_next_request_with_a_500_status(
@@ -499,4 +505,4 @@ def test_a_watch_must_be_read_through_one_line_iterator(
     with watch_services(core) as resp:
         assert summary(read_events(iter(resp), 1)) == [("ADDED", "a")]
         assert read_events(iter(resp)) == []
-    assert apiserver.wait_until(lambda: apiserver.open_watches() == 0, timeout=2)
+    apiserver.wait_until(lambda: apiserver.open_watches() == 0, what="no open watch", timeout=2)

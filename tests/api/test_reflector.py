@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from pykubeproxy.sources.kube import KubeSource, Timing, api_client, requesters
 from pykubeproxy.store import Store
+from tests.support.builders import endpoint_slice, node, service
+from tests.support.fake_apiserver import FakeApiServer
+from tests.support.wait import wait_until
 
-from .fake_apiserver import FakeApiServer, make_endpoint_slice, make_node, make_service
-
+NODE_IP = "192.168.0.10"  # where every Node of these tests lives
 FAST = Timing(
     page_size=2,
     watch_timeout=30,
@@ -35,16 +36,6 @@ def names(store: Store, kind: str) -> set[str]:
     return found
 
 
-def eventually(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
-    """Whether `condition` holds within `seconds` (polled; bounded in time)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
-
-
 @contextlib.contextmanager
 def reflecting(kubeconfig: Path, store: Store) -> Iterator[KubeSource]:
     """The real source (reflectors on the real client) running into `store`, stopped after."""
@@ -61,10 +52,12 @@ def reflecting(kubeconfig: Path, store: Store) -> Iterator[KubeSource]:
 @pytest.fixture
 def source(apiserver: FakeApiServer, kubeconfig: Path) -> Iterator[tuple[KubeSource, Store]]:
     for i in range(5):
-        apiserver.create("services", make_service(f"svc-{i}", cluster_ip=f"10.96.0.{10 + i}"))
-    apiserver.create("endpointslices", make_endpoint_slice("svc-0", addresses=["10.244.1.5"]))
-    apiserver.create("nodes", make_node("node-1"))
-    apiserver.create("nodes", make_node("node-2"))
+        apiserver.create(
+            "services", service(f"svc-{i}", cluster_ip=f"10.96.0.{10 + i}", served=True)
+        )
+    apiserver.create("endpointslices", endpoint_slice("svc-0", "10.244.1.5", served=True))
+    apiserver.create("nodes", node("node-1", NODE_IP, served=True))
+    apiserver.create("nodes", node("node-2", NODE_IP, served=True))
     store = Store()
     with reflecting(kubeconfig, store) as kube:
         yield kube, store
@@ -78,14 +71,16 @@ def test_the_initial_sync_lists_in_pages_and_then_watches_from_the_list_version(
     apiserver: FakeApiServer, source: tuple[KubeSource, Store]
 ) -> None:
     kube, store = source
-    assert eventually(lambda: kube.synced)
+    wait_until(lambda: kube.synced, what="the source to sync")
 
     assert names(store, "Service") == {f"default/svc-{i}" for i in range(5)}
     assert names(store, "Node") == {"/node-1"}  # only this node, by field selector
     lists = apiserver.requests_to("services", watch=False)
     assert [r.query.get("limit") for r in lists] == ["2", "2", "2"]
     assert "continue" in lists[1].query
-    assert eventually(lambda: bool(apiserver.requests_to("services", watch=True)))
+    wait_until(
+        lambda: bool(apiserver.requests_to("services", watch=True)), what="a watch of services"
+    )
     watch = apiserver.requests_to("services", watch=True)[0]
     assert watch.query["allowWatchBookmarks"] in ("true", "True")
     # Nothing was written after the LIST: the watch starts at the version it returned.
@@ -99,29 +94,38 @@ def test_added_modified_and_deleted_objects_reach_the_store(
     apiserver: FakeApiServer, source: tuple[KubeSource, Store]
 ) -> None:
     kube, store = source
-    assert eventually(lambda: kube.synced)
-    assert apiserver.wait_for_watches("services")
+    wait_until(lambda: kube.synced, what="the source to sync")
+    apiserver.wait_for_watches("services")
 
-    apiserver.create("services", make_service("new", cluster_ip="10.96.1.1"))
-    changed = make_service("svc-1", cluster_ip="10.96.0.11", ports=(8443,))
+    apiserver.create("services", service("new", cluster_ip="10.96.1.1", served=True))
+    changed = service(
+        "svc-1",
+        cluster_ip="10.96.0.11",
+        ports=[{"name": "", "protocol": "TCP", "port": 8443, "targetPort": 8443}],
+        served=True,
+    )
     apiserver.update("services", changed)
     apiserver.delete("services", "default", "svc-2")
-    apiserver.create("endpointslices", make_endpoint_slice("new", addresses=["10.244.2.2"]))
+    apiserver.create("endpointslices", endpoint_slice("new", "10.244.2.2", served=True))
 
     want = {"default/new", "default/svc-0", "default/svc-1", "default/svc-3", "default/svc-4"}
-    assert eventually(lambda: names(store, "Service") == want)
+    wait_until(
+        lambda: names(store, "Service") == want, what="the store to hold the changed Services"
+    )
     snap = store.snapshot()
     svc1 = next(s for s in snap.services if s["metadata"]["name"] == "svc-1")  # type: ignore[index]
     assert svc1["spec"]["ports"][0]["port"] == 8443  # type: ignore[index]
-    assert eventually(lambda: len(store.snapshot().endpoint_slices) == 2)
+    wait_until(
+        lambda: len(store.snapshot().endpoint_slices) == 2, what="two EndpointSlices in the store"
+    )
 
 
 def test_a_410_relists_and_applies_deletions_made_while_disconnected(
     apiserver: FakeApiServer, source: tuple[KubeSource, Store]
 ) -> None:
     kube, store = source
-    assert eventually(lambda: kube.synced)
-    assert apiserver.wait_for_watches("services")
+    wait_until(lambda: kube.synced, what="the source to sync")
+    apiserver.wait_for_watches("services")
     services = reflector(kube, "Service")
 
     # The watch breaks; while we are away, a Service goes and the server forgets its history.
@@ -131,7 +135,9 @@ def test_a_410_relists_and_applies_deletions_made_while_disconnected(
     apiserver.compact()
     apiserver.delay("services", 0)
 
-    assert eventually(lambda: "default/svc-3" not in names(store, "Service"))
+    wait_until(
+        lambda: "default/svc-3" not in names(store, "Service"), what="svc-3 to leave the store"
+    )
     assert services.lists >= 2
 
 
@@ -139,14 +145,14 @@ def test_an_http_410_on_watch_also_relists(
     apiserver: FakeApiServer, source: tuple[KubeSource, Store]
 ) -> None:
     kube, _ = source
-    assert eventually(lambda: kube.synced)
-    assert apiserver.wait_for_watches("endpointslices")
+    wait_until(lambda: kube.synced, what="the source to sync")
+    apiserver.wait_for_watches("endpointslices")
     slices = reflector(kube, "EndpointSlice")
 
     apiserver.gone_next_watch("endpointslices", as_http=True)
     apiserver.drop_watch("endpointslices")
 
-    assert eventually(lambda: slices.lists >= 2)
+    wait_until(lambda: slices.lists >= 2, what="a second list of EndpointSlices")
     assert kube.synced
 
 
@@ -154,15 +160,18 @@ def test_a_dropped_watch_resumes_from_the_last_version_without_relisting(
     apiserver: FakeApiServer, source: tuple[KubeSource, Store]
 ) -> None:
     kube, store = source
-    assert eventually(lambda: kube.synced)
-    assert apiserver.wait_for_watches("services")
+    wait_until(lambda: kube.synced, what="the source to sync")
+    apiserver.wait_for_watches("services")
     services = reflector(kube, "Service")
 
     apiserver.drop_watch("services", after_events=1)
-    apiserver.create("services", make_service("one", cluster_ip="10.96.2.1"))
-    apiserver.create("services", make_service("two", cluster_ip="10.96.2.2"))
+    apiserver.create("services", service("one", cluster_ip="10.96.2.1", served=True))
+    apiserver.create("services", service("two", cluster_ip="10.96.2.2", served=True))
 
-    assert eventually(lambda: {"default/one", "default/two"} <= names(store, "Service"))
+    wait_until(
+        lambda: {"default/one", "default/two"} <= names(store, "Service"),
+        what="Services one and two in the store",
+    )
     assert services.lists == 1
     watches = apiserver.requests_to("services", watch=True)
     assert len(watches) >= 2
@@ -173,21 +182,25 @@ def test_a_stalled_watch_is_noticed_by_the_read_timeout_and_replaced(
     apiserver: FakeApiServer, source: tuple[KubeSource, Store]
 ) -> None:
     kube, store = source
-    assert eventually(lambda: kube.synced)
-    assert apiserver.wait_for_watches("services")
+    wait_until(lambda: kube.synced, what="the source to sync")
+    apiserver.wait_for_watches("services")
     apiserver.stall_watch("services")
-    apiserver.create("services", make_service("during-stall", cluster_ip="10.96.3.1"))
+    apiserver.create("services", service("during-stall", cluster_ip="10.96.3.1", served=True))
 
-    assert eventually(lambda: "default/during-stall" in names(store, "Service"), seconds=15)
+    wait_until(
+        lambda: "default/during-stall" in names(store, "Service"),
+        what="the Service created during the stall in the store",
+        timeout=15,
+    )
 
 
 def test_server_errors_back_off_and_the_sync_completes(
     apiserver: FakeApiServer, kubeconfig: Path
 ) -> None:
-    apiserver.create("services", make_service("svc", cluster_ip="10.96.0.10"))
+    apiserver.create("services", service("svc", cluster_ip="10.96.0.10", served=True))
     apiserver.fail_next("services", status=500, count=3, verb="list")
     with reflecting(kubeconfig, Store()) as kube:
-        assert eventually(lambda: kube.synced)
+        wait_until(lambda: kube.synced, what="the source to sync")
         assert reflector(kube, "Service").lists == 1
         assert len(apiserver.requests_to("services", watch=False)) == 4
 
@@ -196,14 +209,15 @@ def test_bookmarks_advance_the_resource_version(
     apiserver: FakeApiServer, source: tuple[KubeSource, Store]
 ) -> None:
     kube, _ = source
-    assert eventually(lambda: kube.synced)
-    assert apiserver.wait_for_watches("services")
+    wait_until(lambda: kube.synced, what="the source to sync")
+    apiserver.wait_for_watches("services")
     # A write elsewhere moves the global version; only a bookmark tells the Service watch.
-    apiserver.create("nodes", make_node("node-3"))
+    apiserver.create("nodes", node("node-3", NODE_IP, served=True))
     apiserver.send_bookmark("services")
 
-    assert eventually(
-        lambda: reflector(kube, "Service").resource_version == apiserver.resource_version
+    wait_until(
+        lambda: reflector(kube, "Service").resource_version == apiserver.resource_version,
+        what="the Service reflector to reach the server's resource version",
     )
 
 
@@ -212,8 +226,11 @@ def test_nothing_is_synced_until_every_kind_has_listed(
 ) -> None:
     apiserver.fail_next("nodes", status=503, count=8, verb="list")
     with reflecting(kubeconfig, Store()) as kube:
-        assert eventually(lambda: reflector(kube, "Service").synced.is_set())
-        assert eventually(lambda: len(apiserver.requests_to("nodes", watch=False)) >= 3)
+        wait_until(lambda: reflector(kube, "Service").synced.is_set(), what="Services to be listed")
+        wait_until(
+            lambda: len(apiserver.requests_to("nodes", watch=False)) >= 3,
+            what="three lists of nodes",
+        )
         assert not kube.synced  # Services listed, but this node is not known yet
-        assert eventually(lambda: kube.synced)
+        wait_until(lambda: kube.synced, what="the source to sync")
         assert len(apiserver.requests_to("nodes", watch=False)) == 9

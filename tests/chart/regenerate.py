@@ -12,7 +12,13 @@ from __future__ import annotations
 import shutil
 import sys
 
-from .rendering import DASHBOARD_COPY, DASHBOARD_SOURCE, DEPLOY_MANIFEST, deploy_text, render
+from tests.chart.rendering import (
+    DASHBOARD_COPY,
+    DASHBOARD_SOURCE,
+    DEPLOY_MANIFEST,
+    deploy_text,
+    render,
+)
 
 
 def sync_dashboard() -> None:

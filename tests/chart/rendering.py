@@ -10,7 +10,9 @@ from typing import Any
 import helm_python as helm
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
+
+ROOT = REPO
 CHART = ROOT / "charts" / "pykubeproxy"
 DEPLOY = ROOT / "deploy"
 DEPLOY_MANIFEST = DEPLOY / "pykubeproxy.yaml"

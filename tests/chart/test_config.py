@@ -11,8 +11,7 @@ import yaml
 
 from pykubeproxy.config import Config, read_config_document
 from pykubeproxy.flags import build_parser, load_config
-
-from .rendering import Rendered, render
+from tests.chart.rendering import Rendered, render
 
 MOUNT_PATH = "/etc/pykubeproxy"
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from helm_python import Chart, HelmError
 
-from .rendering import CHART, NAMESPACE, Rendered, render
+from tests.chart.rendering import CHART, NAMESPACE, Rendered, render
 
 
 def pod_spec(rendered: Rendered) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import helm_python as helm
 import pytest
 import yaml
 
-from .rendering import (
+from tests.chart.rendering import (
     CHART,
     DASHBOARD_COPY,
     DASHBOARD_SOURCE,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .rendering import ROOT
+from tests.chart.rendering import ROOT
 
 DOCKERFILE = ROOT / "Dockerfile"
 HADOLINT_CONFIG = ROOT / ".hadolint.yaml"

@@ -9,7 +9,7 @@ import helm_python as helm
 import kubernetes_validate
 import pytest
 
-from .rendering import CHART, render
+from tests.chart.rendering import CHART, render
 
 # The oldest Kubernetes release the chart is checked against, and the newest that
 # kubernetes-validate ships schemas for (as locked in uv.lock).

@@ -9,27 +9,11 @@ from typing import Any
 
 import yaml
 
-from .topology import Topology
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def service(
-    name: str, cluster_ip: str, ports: Sequence[dict[str, Any]], **spec: Any
-) -> dict[str, Any]:
-    status = spec.pop("status", None)
-    obj: dict[str, Any] = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {"clusterIP": cluster_ip, "ports": list(ports), **spec},
-    }
-    if status:
-        obj["status"] = status
-    return obj
+from tests.dataplane.topology import Topology
+from tests.support.builders import endpoint, endpoint_slice, node
 
 
-def endpoint_slice(
+def pod_slice(
     service_name: str,
     topo: Topology,
     pods: Iterable[str],
@@ -37,36 +21,15 @@ def endpoint_slice(
     *,
     not_ready: Iterable[str] = (),
 ) -> dict[str, Any]:
+    """The EndpointSlice `<service>-slice` of the topology's pods, all on node-1."""
     not_ready = set(not_ready)
-    pods = list(pods)
-    return {
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": f"{service_name}-slice",
-            "namespace": "default",
-            "labels": {"kubernetes.io/service-name": service_name},
-        },
-        "addressType": "IPv4",
-        "endpoints": [
-            {
-                "addresses": [topo.pod_ip[pod]],
-                "nodeName": "node-1",
-                "conditions": {"ready": pod not in not_ready},
-            }
-            for pod in pods
-        ],
-        "ports": list(ports),
-    }
+    backends = [endpoint(topo.pod_ip[pod], ready=pod not in not_ready) for pod in pods]
+    return endpoint_slice(service_name, *backends, ports=ports, name=f"{service_name}-slice")
 
 
-def node(topo: Topology) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {"name": "node-1"},
-        "status": {"addresses": [{"type": "InternalIP", "address": topo.node_ip}]},
-    }
+def this_node(topo: Topology) -> dict[str, Any]:
+    """node-1, at the node namespace's address."""
+    return node("node-1", topo.node_ip)
 
 
 def write_manifests(path: Path, objects: Sequence[dict[str, Any]]) -> Path:

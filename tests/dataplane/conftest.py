@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
-from .topology import Topology, missing_requirements, topology_context
+from tests.dataplane.topology import REQUIREMENTS, Topology, topology_context
+from tests.support.needs import need_root_and
 
 
 @pytest.fixture(scope="module")
 def topology() -> Iterator[Topology]:
     """A fresh topology for the module; torn down (processes stopped, namespaces gone) after."""
-    reason = missing_requirements()
-    if reason:
-        if os.environ.get("PYKUBEPROXY_REQUIRE_KERNEL_TESTS") == "1":
-            pytest.fail(f"{reason} (PYKUBEPROXY_REQUIRE_KERNEL_TESTS=1)")
-        pytest.skip(reason)
+    need_root_and(*REQUIREMENTS)
     with topology_context() as topo:
         yield topo

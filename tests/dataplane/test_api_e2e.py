@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from api.fake_apiserver import FakeApiServer, make_endpoint_slice, make_node, make_service
 from pyroute2 import netns
 
-from .cluster import REPO
-from .topology import ClientResult, Topology
+from tests.dataplane.topology import ClientResult, Topology
+from tests.support.builders import endpoint_slice, node, service
+from tests.support.fake_apiserver import FakeApiServer
+from tests.support.paths import REPO
+from tests.support.wait import poll, wait_until
 
 VIP = "10.96.5.10"
 HTTP = {"name": "http", "protocol": "TCP", "port": 80, "targetPort": 8080}
@@ -28,26 +29,27 @@ def apiserver(topology: Topology) -> Iterator[FakeApiServer]:
     finally:
         netns.popns()
     try:
-        server.create("nodes", make_node("node-1", topology.node_ip))
+        server.create("nodes", node("node-1", topology.node_ip, served=True))
         yield server
     finally:
         server.stop()
 
 
-def replies(topo: Topology, want: set[str], seconds: float = 15.0) -> ClientResult:
+def replies(topo: Topology, want: set[str], log: Callable[[], str]) -> ClientResult:
     """Ask the VIP from the client pod until exactly `want` answers (bounded in time)."""
-    deadline = time.monotonic() + seconds
-    result = topo.run_client(topo.client_ns, VIP, 80, count=12, timeout=0.5)
-    while set(result.replies) != want and time.monotonic() < deadline:
-        time.sleep(0.2)
-        result = topo.run_client(topo.client_ns, VIP, 80, count=12, timeout=0.5)
-    return result
+    return poll(
+        lambda: topo.run_client(topo.client_ns, VIP, 80, count=12, timeout=0.5),
+        until=lambda result: set(result.replies) == want,
+        what=f"only {sorted(want)} to answer at {VIP}",
+        timeout=15.0,
+        interval=0.2,
+        detail=log,
+    )
 
 
 def slice_of(topo: Topology, *pods: str) -> dict[str, object]:
-    return make_endpoint_slice(
-        "web", addresses=[topo.pod_ip[p] for p in pods], ports=[SLICE_PORT], name="web-1"
-    )
+    addresses = [topo.pod_ip[p] for p in pods]
+    return endpoint_slice("web", *addresses, ports=[SLICE_PORT], name="web-1", served=True)
 
 
 def test_services_created_changed_and_deleted_through_the_api_reach_the_kernel(
@@ -74,27 +76,34 @@ def test_services_created_changed_and_deleted_through_the_api_reach_the_kernel(
     )
     log = lambda: topology.process_log(proxy)  # noqa: E731
 
-    apiserver.create("services", make_service("web", cluster_ip=VIP, ports=[HTTP]))
+    apiserver.create("services", service("web", cluster_ip=VIP, ports=[HTTP], served=True))
     apiserver.create("endpointslices", slice_of(topology, "pod-a", "pod-b"))
-    assert set(replies(topology, {"pod-a", "pod-b"}).replies) == {"pod-a", "pod-b"}, log()
+    assert set(replies(topology, {"pod-a", "pod-b"}, log).replies) == {"pod-a", "pod-b"}, log()
 
     apiserver.update("endpointslices", slice_of(topology, "pod-c"))
-    assert replies(topology, {"pod-c"}).replies == {"pod-c": 12}, log()
+    assert replies(topology, {"pod-c"}, log).replies == {"pod-c": 12}, log()
 
     # The endpoints go: connections are refused at once (REJECT), not left to time out.
     apiserver.delete("endpointslices", "default", "web-1")
-    deadline = time.monotonic() + 15
-    gone = topology.run_client(topology.client_ns, VIP, 80, count=5, timeout=0.5)
-    while gone.refused != 5 and time.monotonic() < deadline:
-        time.sleep(0.2)
-        gone = topology.run_client(topology.client_ns, VIP, 80, count=5, timeout=0.5)
+    gone = poll(
+        lambda: topology.run_client(topology.client_ns, VIP, 80, count=5, timeout=0.5),
+        until=lambda result: result.refused == 5,
+        what=f"connections to {VIP} to be refused",
+        timeout=15.0,
+        interval=0.2,
+        detail=log,
+    )
     assert gone.refused == 5, log()
 
     # The Service goes: its rules go too, and nothing answers for the address any more.
     apiserver.delete("services", "default", "web")
-    deadline = time.monotonic() + 15
-    while VIP in kernel_rules(topology) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(
+        lambda: VIP not in kernel_rules(topology),
+        what=f"the rules of {VIP} to leave the kernel",
+        timeout=15.0,
+        interval=0.2,
+        detail=log,
+    )
     assert VIP not in kernel_rules(topology), log()
     after = topology.run_client(topology.client_ns, VIP, 80, count=3, timeout=0.5)
     assert after.replies == {}

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from .cluster import endpoint_slice, node, service, sync_once, write_manifests
-from .topology import Topology
+from tests.dataplane.cluster import pod_slice, sync_once, this_node, write_manifests
+from tests.dataplane.topology import Topology
+from tests.support.builders import service
 
 HTTP = {"name": "http", "protocol": "TCP", "port": 80, "targetPort": 8080}
 DNS = {"name": "dns", "protocol": "UDP", "port": 53, "targetPort": 8080}
@@ -30,24 +31,34 @@ NODE_PORT, EMPTY_NODE_PORT = 30080, 30040
 
 def objects(topo: Topology) -> list[dict[str, object]]:
     return [
-        node(topo),
-        service("echo", CLUSTER_IP, [{**HTTP, "nodePort": NODE_PORT}, DNS], type="NodePort"),
-        endpoint_slice("echo", topo, ALL_PODS, ECHO_PORTS),
+        this_node(topo),
+        service(
+            "echo",
+            cluster_ip=CLUSTER_IP,
+            ports=[{**HTTP, "nodePort": NODE_PORT}, DNS],
+            type="NodePort",
+        ),
+        pod_slice("echo", topo, ALL_PODS, ECHO_PORTS),
         service(
             "lb",
-            LB_CLUSTER_IP,
-            [{**HTTP, "targetPort": 9090}],
+            cluster_ip=LB_CLUSTER_IP,
+            ports=[{**HTTP, "targetPort": 9090}],
             type="LoadBalancer",
             status={"loadBalancer": {"ingress": [{"ip": LB_IP}]}},
         ),
-        endpoint_slice("lb", topo, ALL_PODS, ALT_PORT),
-        service("ext", EXT_CLUSTER_IP, [HTTP], externalIPs=[EXTERNAL_IP]),
-        endpoint_slice("ext", topo, ("pod-b",), ECHO_PORTS[:1]),
-        service("empty", EMPTY_IP, [{**HTTP, "nodePort": EMPTY_NODE_PORT}], type="NodePort"),
-        service("partly", PARTLY_IP, [HTTP]),
-        endpoint_slice("partly", topo, ("pod-a", "pod-b"), ECHO_PORTS[:1], not_ready=("pod-b",)),
-        service("self", SELF_IP, [HTTP]),
-        endpoint_slice("self", topo, ("pod-a",), ECHO_PORTS[:1]),
+        pod_slice("lb", topo, ALL_PODS, ALT_PORT),
+        service("ext", cluster_ip=EXT_CLUSTER_IP, ports=[HTTP], externalIPs=[EXTERNAL_IP]),
+        pod_slice("ext", topo, ("pod-b",), ECHO_PORTS[:1]),
+        service(
+            "empty",
+            cluster_ip=EMPTY_IP,
+            ports=[{**HTTP, "nodePort": EMPTY_NODE_PORT}],
+            type="NodePort",
+        ),
+        service("partly", cluster_ip=PARTLY_IP, ports=[HTTP]),
+        pod_slice("partly", topo, ("pod-a", "pod-b"), ECHO_PORTS[:1], not_ready=("pod-b",)),
+        service("self", cluster_ip=SELF_IP, ports=[HTTP]),
+        pod_slice("self", topo, ("pod-a",), ECHO_PORTS[:1]),
     ]
 
 

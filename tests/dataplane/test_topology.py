@@ -5,34 +5,30 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
-from .topology import (
+from tests.dataplane.topology import (
     PREFIX_RE,
+    REQUIREMENTS,
     Topology,
-    missing_requirements,
-    namespaces_with_prefix,
-    process_running,
     remove_leftovers,
     topology_context,
 )
+from tests.support.needs import need_root_and
+from tests.support.netns import Netns, names_with_prefix, process_running
+from tests.support.paths import REPO
+from tests.support.wait import poll
 
 
 def _skip_without_privileges() -> None:
     # For the tests that build their own topology instead of using the fixture.
-    reason = missing_requirements()
-    if reason:
-        pytest.skip(reason)
+    need_root_and(*REQUIREMENTS)
 
 
 def _netns_pids(ns: str) -> list[int]:
-    out = subprocess.run(
-        ["ip", "netns", "pids", ns], capture_output=True, text=True, check=True, timeout=10
-    ).stdout
-    return [int(pid) for pid in out.split()]
+    return Netns(ns).pids()
 
 
 def test_client_pod_reaches_every_pod_by_name_over_tcp(topology: Topology) -> None:
@@ -124,18 +120,22 @@ def test_exec_refuses_a_namespace_outside_the_topology(topology: Topology) -> No
 def test_teardown_stops_tracked_processes_and_removes_every_namespace() -> None:
     _skip_without_privileges()
     with topology_context() as topo:
-        assert namespaces_with_prefix(topo.prefix) == sorted(topo.namespaces)
+        assert names_with_prefix(topo.prefix) == sorted(topo.namespaces)
         # Stands in for a long-running pykubeproxy in the node namespace, one that has a
         # child of its own which teardown does not track.
         sleeper = topo.start_process(topo.node_ns, ["sh", "-c", "sleep 30 & wait"])
-        deadline = time.monotonic() + 5
-        while len(pids := _netns_pids(topo.node_ns)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        pids = poll(
+            lambda: _netns_pids(topo.node_ns),
+            until=lambda found: len(found) >= 2,
+            what="the sleeper and its child in the node namespace",
+            timeout=5.0,
+            interval=0.02,
+        )
         assert sleeper.pid in pids and len(pids) == 2
         workdir = topo.workdir
     assert sleeper.returncode is not None
     assert not any(process_running(pid) for pid in pids)
-    assert namespaces_with_prefix(topo.prefix) == []
+    assert names_with_prefix(topo.prefix) == []
     assert not workdir.exists()
     assert not process_running(sleeper.pid)
 
@@ -145,11 +145,10 @@ def test_leftovers_of_a_killed_run_are_removed_with_their_processes() -> None:
     # A run that dies without its teardown: build in a child, then SIGKILL the child by PID.
     code = (
         "import sys, time; sys.path.insert(0, sys.argv[1])\n"
-        "from topology import build_topology\n"
+        "from tests.dataplane.topology import build_topology\n"
         "print(build_topology().prefix, flush=True); time.sleep(30)\n"
     )
-    here = str(Path(__file__).parent)
-    with subprocess.Popen([sys.executable, "-c", code, here], stdout=subprocess.PIPE) as child:
+    with subprocess.Popen([sys.executable, "-c", code, str(REPO)], stdout=subprocess.PIPE) as child:
         try:
             assert child.stdout is not None
             prefix = child.stdout.readline().decode().strip()
@@ -157,10 +156,10 @@ def test_leftovers_of_a_killed_run_are_removed_with_their_processes() -> None:
             child.kill()
             child.wait(timeout=5)
     assert PREFIX_RE.match(prefix), prefix
-    assert len(namespaces_with_prefix(prefix)) == 6
-    orphan_pids = [pid for ns in namespaces_with_prefix(prefix) for pid in _netns_pids(ns)]
+    assert len(names_with_prefix(prefix)) == 6
+    orphan_pids = [pid for ns in names_with_prefix(prefix) for pid in _netns_pids(ns)]
     assert len(orphan_pids) == 3  # the echo servers outlived their parent
     assert len(remove_leftovers(prefix)) == 6
-    assert namespaces_with_prefix(prefix) == []
+    assert names_with_prefix(prefix) == []
     assert not any(process_running(pid) for pid in orphan_pids)
     assert not list(Path(tempfile.gettempdir()).glob(f"{prefix}*"))

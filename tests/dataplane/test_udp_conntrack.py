@@ -5,8 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .cluster import endpoint_slice, node, service, sync_once, write_manifests
-from .topology import Topology
+from tests.dataplane.cluster import pod_slice, sync_once, this_node, write_manifests
+from tests.dataplane.topology import Topology
+from tests.support.builders import service
 
 VIP = "10.96.7.53"
 DNS = {"name": "dns", "protocol": "UDP", "port": 53, "targetPort": 8080}
@@ -38,9 +39,9 @@ def ask(topo: Topology) -> str:
 
 def manifests(topo: Topology, pod: str) -> list[dict[str, object]]:
     return [
-        node(topo),
-        service("resolver", VIP, [DNS]),
-        endpoint_slice("resolver", topo, (pod,), SLICE_PORT),
+        this_node(topo),
+        service("resolver", cluster_ip=VIP, ports=[DNS]),
+        pod_slice("resolver", topo, (pod,), SLICE_PORT),
     ]
 
 

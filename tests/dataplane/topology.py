@@ -1,8 +1,9 @@
 """Owns the data-plane test topology: a node, three echo pods, a client pod and an external host.
 
-Everything lives in network namespaces created here (names ``pkp-<6 hex>-<role>``) and removed
-by :meth:`Topology.teardown`; nothing is added to, or run in, the host's own namespace except
-``ip netns add|delete|list`` and ``ip -n <ours> ...`` / ``ip netns exec <ours> ...``.
+Everything lives in network namespaces created here (names ``pkp-<6 hex>-<role>``) with
+tests.support.netns and removed by :meth:`Topology.teardown`; nothing is added to, or run in,
+the host's own namespace except ``ip netns add|delete|list|pids`` and ``ip -n <ours> ...`` /
+``ip netns exec <ours> ...``.
 
 Layout (all addresses are fixed; only namespace names vary)::
 
@@ -25,19 +26,26 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import platform
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.support.needs import missing_root_or
+from tests.support.netns import (
+    Netns,
+    Processes,
+    create,
+    delete,
+    names_with_prefix,
+)
+from tests.support.wait import wait_until
 
 HERE = Path(__file__).resolve().parent
 ECHO_SERVER = HERE / "echo_server.py"
@@ -45,8 +53,6 @@ CLIENT = HERE / "client.py"
 
 # The shape of every prefix this module makes; cleanup refuses anything else.
 PREFIX_RE = re.compile(r"^pkp-[0-9a-f]{6}-$")
-
-SKIP_REASON = "needs root and iproute2 to create network namespaces"
 
 POD_IPS: Mapping[str, str] = {
     "pod-a": "10.244.1.11",
@@ -61,15 +67,9 @@ _PY = (sys.executable, "-I", "-S")
 
 # How long to wait for echo servers to bind and for the wiring to carry a first connection.
 _READY_TIMEOUT = 10.0
-_STOP_TIMEOUT = 5.0
 _CMD_TIMEOUT = 30.0
-
-
-def missing_requirements() -> str | None:
-    """Return a skip reason if this process cannot build the topology, else None."""
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        return SKIP_REASON
-    return None
+# What building a topology needs (tests.support.needs says why it cannot when it cannot).
+REQUIREMENTS = ("ip",)
 
 
 @dataclass(frozen=True)
@@ -115,9 +115,7 @@ class Topology:
     echo_ports: tuple[int, ...] = ECHO_PORTS
     pod_ip: Mapping[str, str] = field(default_factory=lambda: dict(POD_IPS))
     # Mutable bookkeeping; the dataclass is frozen so the names above cannot drift.
-    _procs: dict[int, tuple[subprocess.Popen[bytes], Path]] = field(
-        default_factory=dict, repr=False, compare=False
-    )
+    _processes: Processes = field(default_factory=Processes, repr=False, compare=False)
 
     # -- names -------------------------------------------------------------------------------
 
@@ -153,10 +151,11 @@ class Topology:
 
     # -- acting inside the topology ----------------------------------------------------------
 
-    def _check_ns(self, ns: str) -> None:
+    def _netns(self, ns: str) -> Netns:
         # The one guard that keeps every command out of the host namespace.
         if ns not in self.namespaces:
             raise ValueError(f"{ns!r} is not a namespace of this topology")
+        return Netns(ns)
 
     def exec(
         self,
@@ -167,14 +166,7 @@ class Topology:
         input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run ``ip netns exec ns argv...`` and capture its output (bounded by ``timeout``)."""
-        self._check_ns(ns)
-        cmd = ["ip", "netns", "exec", ns, *argv]
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=timeout, input=input, check=False
-        )
-        if check and proc.returncode != 0:
-            raise subprocess.CalledProcessError(proc.returncode, cmd, proc.stdout, proc.stderr)
-        return proc
+        return self._netns(ns).exec(*argv, check=check, timeout=timeout, input=input)
 
     def run_client(
         self,
@@ -216,39 +208,20 @@ class Topology:
     ) -> subprocess.Popen[bytes]:
         """Start a long-running process in ``ns``; teardown stops it by PID.
 
-        stdout and stderr go to a log file in :attr:`workdir` (see :meth:`process_log`), so a
-        chatty process can never block on a full pipe nobody reads.
+        stdout and stderr go to a log file in :attr:`workdir` (see :meth:`process_log`).
         """
-        self._check_ns(ns)
+        netns = self._netns(ns)
         name = log_name or f"{ns.removeprefix(self.prefix)}-{Path(argv[0]).name}"
-        log_path = self.workdir / f"{name}-{len(self._procs)}.log"
-        with open(log_path, "wb") as log:
-            # `ip netns exec` execs argv in place, so the PID we track is the process itself.
-            proc = subprocess.Popen(
-                ["ip", "netns", "exec", ns, *argv],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=dict(env) if env is not None else None,
-                cwd=cwd,
-            )
-        self._procs[proc.pid] = (proc, log_path)
-        return proc
+        log = self.workdir / f"{name}-{len(self._processes)}.log"
+        return self._processes.start(netns, argv, log=log, env=env, cwd=cwd)
 
     def process_log(self, proc: subprocess.Popen[bytes]) -> str:
         """Everything ``proc`` (started by :meth:`start_process`) has written so far."""
-        return self._procs[proc.pid][1].read_text(errors="replace")
+        return self._processes.log(proc)
 
-    def stop_process(self, proc: subprocess.Popen[bytes], timeout: float = _STOP_TIMEOUT) -> int:
+    def stop_process(self, proc: subprocess.Popen[bytes]) -> int:
         """SIGTERM ``proc`` by PID, SIGKILL it if it lingers, reap it; return its exit code."""
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=timeout)
-        return proc.returncode
+        return self._processes.stop(proc)
 
     def echo_requests(self, pod: str) -> list[EchoRequest]:
         """The requests ``pod``'s echo server has answered so far, with the sources it saw."""
@@ -262,7 +235,7 @@ class Topology:
         return seen
 
     def _echo_proc(self, pod: str) -> subprocess.Popen[bytes]:
-        for proc, path in self._procs.values():
+        for proc, path in self._processes:
             if path.name.startswith(f"echo-{pod}-"):
                 return proc
         raise KeyError(f"no echo server for {pod!r}")
@@ -274,27 +247,19 @@ class Topology:
 
         Safe to call twice and after a partial build. Raises if a namespace survives.
         """
-        errors: list[str] = []
-        for pid, (proc, _path) in list(self._procs.items()):
-            try:
-                self.stop_process(proc)
-            except (OSError, subprocess.SubprocessError) as exc:
-                errors.append(f"stopping pid {pid}: {exc}")
-        self._procs.clear()
-        existing = set(namespaces_with_prefix(self.prefix))
+        errors = self._processes.stop_all()
+        existing = set(names_with_prefix(self.prefix))
         for ns in self.namespaces:
             if ns not in existing:
                 continue
             try:
-                # Stragglers (say, a child a tracked process left behind) would keep the
-                # namespace alive after `ip netns delete`, invisible to `ip netns list`.
-                _stop_everything_in(ns)
-                # Deleting a namespace also destroys the veths and the bridge inside it.
-                _run(["ip", "netns", "delete", ns])
-            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                # Stragglers (say, a child a tracked process left behind) are stopped first;
+                # deleting a namespace also destroys the veths and the bridge inside it.
+                delete(Netns(ns))
+            except (AssertionError, OSError, subprocess.SubprocessError) as exc:
                 errors.append(f"deleting {ns}: {exc}")
         shutil.rmtree(self.workdir, ignore_errors=True)
-        left = namespaces_with_prefix(self.prefix)
+        left = names_with_prefix(self.prefix)
         if left or errors:
             raise RuntimeError(f"topology teardown incomplete: left={left} errors={errors}")
 
@@ -314,25 +279,6 @@ class Topology:
 # -- building ------------------------------------------------------------------------------------
 
 
-def _run(argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run(
-        list(argv), capture_output=True, text=True, timeout=_CMD_TIMEOUT, check=False
-    )
-    if check and res.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({res.returncode}): {res.stderr.strip()}")
-    return res
-
-
-def namespaces_with_prefix(prefix: str) -> list[str]:
-    """Network namespaces whose name starts with ``prefix`` (``ip netns list``)."""
-    if not prefix:
-        raise ValueError("an empty prefix would match every namespace")
-    out = _run(["ip", "netns", "list"]).stdout
-    # Lines look like "name (id: 3)" or just "name".
-    names = (line.split()[0] for line in out.splitlines() if line.strip())
-    return sorted(n for n in names if n.startswith(prefix))
-
-
 def _kernel_at_least(major: int, minor: int) -> bool:
     try:
         parts = platform.release().split(".")
@@ -344,29 +290,28 @@ def _kernel_at_least(major: int, minor: int) -> bool:
 def _new_prefix() -> str:
     for _ in range(10):
         prefix = f"pkp-{secrets.token_hex(3)}-"
-        if not namespaces_with_prefix(prefix):
+        if not names_with_prefix(prefix):
             return prefix
     raise RuntimeError("could not find an unused namespace prefix")
 
 
 def _sysctl(ns: str, *settings: str) -> None:
     # `ip netns exec` + sysctl: /proc/sys/net is per network namespace, so this changes ours only.
-    _run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", *settings])
+    Netns(ns).exec("sysctl", "-q", "-w", *settings)
 
 
 def _veth(node_ns: str, node_if: str, peer_ns: str) -> None:
     # Created inside the node namespace with the peer (always "eth0") born in the other
     # namespace: the pair never exists in the host namespace, not even for a moment.
-    pair = f"{node_if} type veth peer name eth0 netns {peer_ns}"
-    _run(["ip", "-n", node_ns, "link", "add", *pair.split()])
+    Netns(node_ns).ip(
+        "link", "add", node_if, "type", "veth", "peer", "name", "eth0", "netns", peer_ns
+    )
 
 
 def _wire(topo: Topology) -> None:
-    ip_n = {ns: ("ip", "-n", ns) for ns in topo.namespaces}
+    # Loopback is up already: tests.support.netns.create brings it up in every namespace.
+    ip_n = {ns: Netns(ns).ip for ns in topo.namespaces}
     node = topo.node_ns
-
-    for ns in topo.namespaces:
-        _run([*ip_n[ns], "link", "set", "lo", "up"])
 
     # Node: a router for the pod network, NAT-capable like a kube-proxy node.
     _sysctl(
@@ -383,52 +328,58 @@ def _wire(topo: Topology) -> None:
         _sysctl(node, "net.bridge.bridge-nf-call-iptables=1")
     # STP is off, so ports forward as soon as they are up; forward_delay 0 keeps that true
     # even if someone turns STP on while debugging.
-    _run([*ip_n[node], "link", "add", topo.bridge, "type", "bridge", "forward_delay", "0"])
-    _run([*ip_n[node], "addr", "add", f"{topo.node_bridge_ip}/24", "dev", topo.bridge])
-    _run([*ip_n[node], "link", "set", topo.bridge, "up"])
+    ip_n[node]("link", "add", topo.bridge, "type", "bridge", "forward_delay", "0")
+    ip_n[node]("addr", "add", f"{topo.node_bridge_ip}/24", "dev", topo.bridge)
+    ip_n[node]("link", "set", topo.bridge, "up")
 
     pod_like = [(topo.pod_ns[p], p, ip) for p, ip in topo.pod_ip.items()]
     pod_like.append((topo.client_ns, "client", topo.client_ip))
     for ns, role, ip in pod_like:
         host_if = f"veth-{role}"
         _veth(node, host_if, ns)
-        _run([*ip_n[node], "link", "set", host_if, "master", topo.bridge])
+        ip_n[node]("link", "set", host_if, "master", topo.bridge)
         # Hairpin: lets a pod reach itself through a Service VIP, as kubenet configures it.
-        _run([*ip_n[node], "link", "set", host_if, "type", "bridge_slave", "hairpin", "on"])
-        _run([*ip_n[node], "link", "set", host_if, "up"])
-        _run([*ip_n[ns], "addr", "add", f"{ip}/24", "dev", "eth0"])
-        _run([*ip_n[ns], "link", "set", "eth0", "up"])
-        _run([*ip_n[ns], "route", "add", "default", "via", topo.node_bridge_ip])
+        ip_n[node]("link", "set", host_if, "type", "bridge_slave", "hairpin", "on")
+        ip_n[node]("link", "set", host_if, "up")
+        ip_n[ns]("addr", "add", f"{ip}/24", "dev", "eth0")
+        ip_n[ns]("link", "set", "eth0", "up")
+        ip_n[ns]("route", "add", "default", "via", topo.node_bridge_ip)
         # Pods answer closed ports with ICMP too; no rate limit, for the same reason as above.
         _sysctl(ns, "net.ipv4.icmp_ratelimit=0")
 
     # Uplink to the "external" host (a client outside the cluster, and the node's gateway).
     ext = topo.external_ns
     _veth(node, topo.node_uplink, ext)
-    _run([*ip_n[node], "addr", "add", f"{topo.node_ip}/24", "dev", topo.node_uplink])
-    _run([*ip_n[node], "link", "set", topo.node_uplink, "up"])
-    _run([*ip_n[ext], "addr", "add", f"{topo.external_ip}/24", "dev", "eth0"])
-    _run([*ip_n[ext], "link", "set", "eth0", "up"])
+    ip_n[node]("addr", "add", f"{topo.node_ip}/24", "dev", topo.node_uplink)
+    ip_n[node]("link", "set", topo.node_uplink, "up")
+    ip_n[ext]("addr", "add", f"{topo.external_ip}/24", "dev", "eth0")
+    ip_n[ext]("link", "set", "eth0", "up")
     for cidr in (topo.lb_cidr, topo.service_cidr):
-        _run([*ip_n[ext], "route", "add", cidr, "via", topo.node_ip])
+        ip_n[ext]("route", "add", cidr, "via", topo.node_ip)
     # Service VIPs are assigned nowhere; the node's own OUTPUT path needs a route for them to
     # exist before DNAT rewrites the destination, which a real node's default route provides.
-    _run([*ip_n[node], "route", "add", "default", "via", topo.external_ip])
+    ip_n[node]("route", "add", "default", "via", topo.external_ip)
 
 
 def _wait_ready(topo: Topology, procs: Mapping[str, subprocess.Popen[bytes]]) -> None:
-    deadline = time.monotonic() + _READY_TIMEOUT
     pending = dict(procs)
-    while pending:
+
+    def all_ready() -> bool:
         for pod, proc in list(pending.items()):
             log = topo.process_log(proc)
             if "READY" in log.splitlines():
                 del pending[pod]
             elif proc.poll() is not None:
                 raise RuntimeError(f"echo server of {pod} exited {proc.returncode}: {log}")
-        if pending and time.monotonic() > deadline:
-            raise TimeoutError(f"echo servers not ready: {sorted(pending)}")
-        time.sleep(0.02)
+        return not pending
+
+    wait_until(
+        all_ready,
+        what="the echo servers to be ready",
+        timeout=_READY_TIMEOUT,
+        interval=0.02,
+        detail=lambda: f"not ready: {sorted(pending)}",
+    )
     # Listening is not the same as reachable: prove the wiring once, from the node, with
     # bounded retries (the first packets also wait for ARP).
     targets = [(ip, port) for ip in topo.pod_ip.values() for port in topo.echo_ports]
@@ -453,14 +404,14 @@ def build_topology(prefix: str | None = None) -> Topology:
     The caller owns the result and must call :meth:`Topology.teardown`
     (or use :func:`topology_context`).
     """
-    reason = missing_requirements()
+    reason = missing_root_or(*REQUIREMENTS)
     if reason:
         raise PermissionError(reason)
     prefix = prefix or _new_prefix()
     topo = Topology(prefix=prefix, workdir=Path(tempfile.mkdtemp(prefix=prefix)))
     try:
         for ns in topo.namespaces:
-            _run(["ip", "netns", "add", ns])
+            create(ns)
         _wire(topo)
         ports = [f"--port={p}" for p in topo.echo_ports]
         echo = {
@@ -497,47 +448,17 @@ def remove_leftovers(prefix: str) -> list[str]:
     """
     if not PREFIX_RE.match(prefix):
         raise ValueError(f"{prefix!r} is not a topology prefix (pkp-<6 hex>-)")
-    removed = namespaces_with_prefix(prefix)
+    removed = names_with_prefix(prefix)
     for ns in removed:
-        _stop_everything_in(ns)
-        _run(["ip", "netns", "delete", ns])
+        delete(Netns(ns))
     # The dead run's logs: its work directory is mkdtemp(prefix=prefix) in the temp dir.
     for workdir in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
         shutil.rmtree(workdir, ignore_errors=True)
     return removed
 
 
-def _stop_everything_in(ns: str) -> None:
-    # Only ever called for namespaces this module created, so whatever runs inside them was
-    # started by a topology (or a test using one): SIGTERM, then SIGKILL, each by PID.
-    pids = [int(p) for p in _run(["ip", "netns", "pids", ns]).stdout.split()]
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + _STOP_TIMEOUT
-        while pids and time.monotonic() < deadline:
-            pids = [p for p in pids if process_running(p)]
-            if pids:
-                time.sleep(0.05)
-
-
-def process_running(pid: int) -> bool:
-    """Whether ``pid`` exists and is not a zombie.
-
-    An orphan's zombie lingers until the container's init gets round to reaping it, which
-    can take seconds here; it is dead for our purposes.
-    """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    # Field 3, after the parenthesised command name (which may itself contain spaces).
-    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python tests/dataplane/topology.py --list | --remove PREFIX | --hold``."""
+    """``uv run python -m tests.dataplane.topology --list | --remove PREFIX | --hold``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--list", action="store_true", help="show topology namespaces")
@@ -545,7 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     group.add_argument("--hold", action="store_true", help="build one, wait for Enter, tear down")
     args = parser.parse_args(argv)
     if args.list:
-        print("\n".join(namespaces_with_prefix("pkp-")))
+        print("\n".join(names_with_prefix("pkp-")))
     elif args.remove:
         print("\n".join(remove_leftovers(args.remove)))
     else:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[2] / "pykubeproxy"
+from tests.support.paths import PACKAGE
+
 MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 60
 

@@ -1,32 +1,29 @@
-"""IPVS mode's ipsets and iptables rules in a real kernel (this one has ipset, not IPVS)."""
+"""IPVS mode's ipsets and iptables rules in a real kernel (this one has ipset, not IPVS).
+
+Switching modes is a sync scenario too: it runs on the fake as well (without root).
+"""
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
-
 import pytest
-from conftest import need_root_and
 
+from pykubeproxy.backends.iptables.assemble import render_ruleset
 from pykubeproxy.backends.iptables.diff import normalize_rule
-from pykubeproxy.backends.iptables.kernel import IptablesBinaries, KernelIptables
-from pykubeproxy.backends.iptables.render import RenderOptions, render_ruleset
+from pykubeproxy.backends.iptables.render import RenderOptions
 from pykubeproxy.backends.iptables.ruleset import Ruleset
 from pykubeproxy.backends.iptables.sync import IptablesSyncer
 from pykubeproxy.backends.ipvs.ipsets import format_ipsets
 from pykubeproxy.backends.ipvs.plan import IpvsOptions, plan_ipvs
 from pykubeproxy.backends.ipvs.rules import render_ipvs_ruleset, render_ipvs_state
-from pykubeproxy.pipeline import NodeIdentity, translate_snapshot
-from pykubeproxy.sources.files import load_files
-from pykubeproxy.store import Store
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def examples():  # type: ignore[no-untyped-def]
-    store = Store()
-    load_files(store, [REPO / "examples"])
-    return translate_snapshot(store.snapshot(), NodeIdentity("node-1", True)).state
+from tests.support.fakes import FakeIptables
+from tests.support.kernels import (
+    KERNELS,
+    NamespacedIptables,
+    TamperableIptables,
+    tamperable_kernel,
+)
+from tests.support.needs import need_root_and
+from tests.support.rendering import examples_state
 
 
 def chains(ruleset: Ruleset) -> dict[tuple[str, str], list[str]]:
@@ -38,28 +35,30 @@ def chains(ruleset: Ruleset) -> dict[tuple[str, str], list[str]]:
     }
 
 
-@pytest.fixture(params=["legacy", "nft"])
-def kernel(request: pytest.FixtureRequest, netns: str) -> KernelIptables:
+@pytest.fixture(params=KERNELS)
+def kernel(request: pytest.FixtureRequest) -> TamperableIptables:
+    """iptables-legacy and iptables-nft in a fresh namespace with ipset (root), and the fake."""
+    if request.param == "fake":
+        return FakeIptables()
     need_root_and("ipset")
-    return KernelIptables(IptablesBinaries(request.param, ("ip", "netns", "exec", netns)))
+    return tamperable_kernel(request.param, request.getfixturevalue("netns"))
 
 
-def load_sets(netns: str, text: str) -> None:
-    subprocess.run(
-        ["ip", "netns", "exec", netns, "ipset", "restore", "-exist"],
-        input=text,
-        text=True,
-        check=True,
-    )
+def load_sets(kernel: TamperableIptables, text: str) -> None:
+    """The ipsets IPVS mode's rules name: the real kernel refuses a rule naming a missing set
+    (the fake does not look at sets)."""
+    if isinstance(kernel, NamespacedIptables):
+        kernel.netns.exec("ipset", "restore", "-exist", input=text)
 
 
+@pytest.mark.parametrize("kernel", ["legacy", "nft"], indirect=True)
 def test_ipvs_rules_over_kube_proxys_ipsets_are_taken_by_the_kernel_exactly(
-    kernel: KernelIptables, netns: str
+    kernel: NamespacedIptables,
 ) -> None:
-    state = examples()
+    state = examples_state()
     opts = IpvsOptions(cluster_cidr="10.244.0.0/16", node_ips=state.node.ips)
     plan = plan_ipvs(state, opts)
-    load_sets(netns, format_ipsets(plan.ipsets))
+    load_sets(kernel, format_ipsets(plan.ipsets))
 
     syncer = IptablesSyncer(kernel, render=lambda s: render_ipvs_state(s, opts))
     first = syncer.sync(state)
@@ -67,22 +66,17 @@ def test_ipvs_rules_over_kube_proxys_ipsets_are_taken_by_the_kernel_exactly(
 
     assert first.wrote and not second.wrote
     assert chains(kernel.save()) == chains(render_ipvs_ruleset(plan, opts))
-    saved = subprocess.run(
-        ["ip", "netns", "exec", netns, "ipset", "list", "KUBE-CLUSTER-IP"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    saved = kernel.netns.exec("ipset", "list", "KUBE-CLUSTER-IP").stdout
     assert "10.96.0.10,tcp:53" in saved
 
 
 def test_switching_between_iptables_and_ipvs_modes_leaves_no_chain_of_the_other(
-    kernel: KernelIptables, netns: str
+    kernel: TamperableIptables,
 ) -> None:
-    state = examples()
+    state = examples_state()
     ipvs_opts = IpvsOptions(cluster_cidr="10.244.0.0/16", node_ips=state.node.ips)
     iptables_opts = RenderOptions(cluster_cidr="10.244.0.0/16", node_ips=state.node.ips)
-    load_sets(netns, format_ipsets(plan_ipvs(state, ipvs_opts).ipsets))
+    load_sets(kernel, format_ipsets(plan_ipvs(state, ipvs_opts).ipsets))
 
     IptablesSyncer(kernel, render=lambda s: render_ruleset(s, iptables_opts)).sync(state)
     IptablesSyncer(kernel, render=lambda s: render_ipvs_state(s, ipvs_opts)).sync(state)

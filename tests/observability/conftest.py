@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import need_root_and
 
-from .harness import Namespace, copy_examples
+from tests.observability.harness import Namespace, copy_examples
+from tests.support.needs import need_root_and
 
 IPTABLES = (
     "iptables-legacy-save",

@@ -1,8 +1,9 @@
 """Runs pykubeproxy (and Prometheus) in a throw-away network namespace and talks to them there.
 
-Nothing here touches the host's own namespace beyond ``ip netns add|delete|pids`` and
-``ip netns exec <ours> ...``: every listener binds 127.0.0.1 inside the namespace, and every
-request to it is made from inside (by ``fetch.py``). Processes are stopped by PID.
+The namespace comes from tests.support.netns, so nothing here touches the host's own namespace
+beyond ``ip netns add|delete|pids`` and ``ip netns exec <ours> ...``: every listener binds
+127.0.0.1 inside the namespace, and every request to it is made from inside (by ``fetch.py``).
+Processes are stopped by PID.
 """
 
 from __future__ import annotations
@@ -13,48 +14,32 @@ import json
 import math
 import os
 import re
-import secrets
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = REPO / "examples"
+from tests.support.netns import Netns, Processes, namespace
+from tests.support.paths import EXAMPLES, REPO
+from tests.support.wait import wait_until
+
 FETCH = Path(__file__).with_name("fetch.py")
-NAME_RE = re.compile(r"^pkp-obs-[0-9a-f]{8}$")
 
 METRICS_ADDRESS = "127.0.0.1:10249"
 HEALTHZ_ADDRESS = "127.0.0.1:10256"
 METRICS_URL = f"http://{METRICS_ADDRESS}"
 HEALTHZ_URL = f"http://{HEALTHZ_ADDRESS}"
-SYNC_PERIOD = "2s"  # short, so that a periodic full resync happens within a test
+SYNC_PERIOD = "2s"  # short, so that periodic (partial) syncs happen within a test
 
 _PY = (sys.executable, "-I", "-S")  # the fetch helper is stdlib only: start it lean
 _CMD_TIMEOUT = 30.0
 _STOP_TIMEOUT = 5.0
-
-T = TypeVar("T")
-
-
-def wait_until(condition: Callable[[], T], *, what: str, timeout: float = 10.0) -> T:
-    """Poll `condition` until it returns something truthy; fail naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.1)
 
 
 def rfc3339_now() -> str:
@@ -77,25 +62,24 @@ class Answer:
 
 
 class Namespace:
-    """A network namespace of our own, the processes started in it, and its removal."""
+    """A namespace of ours (tests.support.netns), the processes started in it, and its removal."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.name = f"pkp-obs-{secrets.token_hex(4)}"
+    def __init__(self, netns: Netns, workdir: Path) -> None:
+        self.netns = netns
+        self.name = netns.name
         self.workdir = workdir
-        self._procs: dict[int, tuple[subprocess.Popen[bytes], Path]] = {}
+        self._processes = Processes()
 
     @classmethod
     @contextlib.contextmanager
     def created(cls, workdir: Path) -> Iterator[Namespace]:
-        ns = cls(workdir)
-        subprocess.run(["ip", "netns", "add", ns.name], check=True, timeout=_CMD_TIMEOUT)
-        try:
-            subprocess.run(
-                ["ip", "-n", ns.name, "link", "set", "lo", "up"], check=True, timeout=_CMD_TIMEOUT
-            )
-            yield ns
-        finally:
-            ns.destroy()
+        """A fresh `pkp-obs-<hex>`; what we started is stopped, then the rest, then it goes."""
+        with namespace("obs") as netns:
+            ns = cls(netns, workdir)
+            try:
+                yield ns
+            finally:
+                ns._processes.stop_all()
 
     def run(
         self,
@@ -105,50 +89,22 @@ class Namespace:
         cwd: Path | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run a command inside the namespace; fail the test if it fails."""
-        cmd = ["ip", "netns", "exec", self.name, *argv]
-        proc = subprocess.run(
-            cmd,
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            cwd=cwd,
-        )
-        if proc.returncode != 0:
-            raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr}")
-        return proc
+        return self.netns.exec(*argv, input=input, timeout=timeout, cwd=cwd)
 
     def start(
         self, argv: Sequence[str], *, log_name: str, cwd: Path | None = None
     ) -> subprocess.Popen[bytes]:
         """Start a long-running process inside; its output goes to a log file nobody must drain."""
-        log_path = self.workdir / f"{log_name}.log"
-        with open(log_path, "wb") as log:
-            # `ip netns exec` execs in place, so the PID we keep is the process itself.
-            proc = subprocess.Popen(
-                ["ip", "netns", "exec", self.name, *argv],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=cwd,
-            )
-        self._procs[proc.pid] = (proc, log_path)
-        return proc
+        return self._processes.start(
+            self.netns, argv, log=self.workdir / f"{log_name}.log", cwd=cwd
+        )
 
     def log(self, proc: subprocess.Popen[bytes]) -> str:
-        return self._procs[proc.pid][1].read_text(errors="replace")
+        return self._processes.log(proc)
 
     def stop(self, proc: subprocess.Popen[bytes], timeout: float = _STOP_TIMEOUT) -> int:
         """SIGTERM by PID, SIGKILL if it lingers; the exit code (negative: killed by a signal)."""
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=timeout)
-        return proc.returncode
+        return self._processes.stop(proc, timeout)
 
     def fetch(self, *urls: str) -> list[Answer]:
         """GET each URL from inside the namespace."""
@@ -166,53 +122,6 @@ class Namespace:
 
     def get(self, url: str) -> Answer:
         return self.fetch(url)[0]
-
-    def destroy(self) -> None:
-        """Stop what we started, then anything else left inside (ours too), then delete it."""
-        if not NAME_RE.match(self.name):
-            raise ValueError(f"refusing to remove {self.name!r}: not a namespace of ours")
-        for proc, _ in list(self._procs.values()):
-            with contextlib.suppress(OSError, subprocess.SubprocessError):
-                self.stop(proc)
-        self._procs.clear()
-        self._stop_stragglers()
-        deleted = subprocess.run(
-            ["ip", "netns", "delete", self.name],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=_CMD_TIMEOUT,
-        )
-        if deleted.returncode != 0:
-            raise RuntimeError(f"could not delete namespace {self.name}: {deleted.stderr}")
-
-    def _stop_stragglers(self) -> None:
-        listed = subprocess.run(
-            ["ip", "netns", "pids", self.name],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=_CMD_TIMEOUT,
-        )
-        pids = [int(p) for p in listed.stdout.split()]
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, sig)
-            deadline = time.monotonic() + _STOP_TIMEOUT
-            while pids and time.monotonic() < deadline:
-                pids = [p for p in pids if _alive(p)]
-                if pids:
-                    time.sleep(0.05)
-
-
-def _alive(pid: int) -> bool:
-    """Whether `pid` runs: a zombie waiting for init to reap it does not count."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
 class Scrape:
@@ -324,20 +233,14 @@ class ProxyProcess:
         argv += ["--from-file", str(self.manifests), "--hostname-override", "node-1"]
         return self.ns.run(*argv, cwd=REPO).stdout
 
-    def edit_after_a_full_sync(self, edit: Callable[[], None], *, timeout: float = 10.0) -> None:
-        """Make `edit` right after a periodic full sync, so that the sync it causes is partial.
+    def edit_after_the_full_sync(self, edit: Callable[[], None], *, timeout: float = 10.0) -> None:
+        """Make `edit` once the first (full) sync is done, so that the sync it causes is partial.
 
-        The manifests are looked at about once a second and a full resync runs every
-        SYNC_PERIOD; an edit seen in the same loop turn as a full resync would ride along in it.
+        Only the first sync, a retry after a failure, and one an hour are full; the periodic
+        syncs every SYNC_PERIOD in between are partial.
         """
         first = self.wait_for_syncs(timeout=timeout)
-        full_before = sync_counts(first)[1]
-
-        def next_full() -> bool:
-            scrape = self.scrape()
-            return scrape is not None and sync_counts(scrape)[1] > full_before
-
-        wait_until(next_full, what="the next periodic full sync", timeout=timeout)
+        assert sync_counts(first)[1] >= 1, "the first sync is a full one"
         edit()
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .expected import (
+from tests.observability.expected import (
     HISTOGRAMS,
     KUBE_PROXY_METRICS,
     PROCESS_METRICS,
@@ -22,7 +22,7 @@ from .expected import (
     SYNC_BUCKETS,
     same_bounds,
 )
-from .harness import (
+from tests.observability.harness import (
     HEALTHZ_URL,
     METRICS_URL,
     Namespace,
@@ -31,8 +31,8 @@ from .harness import (
     add_endpoint,
     rfc3339_now,
     sync_counts,
-    wait_until,
 )
+from tests.support.wait import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -152,12 +152,18 @@ def test_an_added_endpoint_is_programmed_by_a_partial_sync(proxy: ProxyProcess) 
     before = proxy.wait_for_syncs()
     total, _, partial = sync_counts(before)
     changes = before.value("kubeproxy_sync_proxy_rules_endpoint_changes_total") or 0
-    proxy.edit_after_a_full_sync(
+    proxy.edit_after_the_full_sync(
         lambda: add_endpoint(
             proxy.manifests, "web-abcde", "10.244.1.99", trigger_time=rfc3339_now()
         )
     )
-    after = proxy.wait_for_syncs(total=max(2, total + 1), partial=partial + 1)
+    # Periodic (partial) syncs run every SYNC_PERIOD too: wait for the one that took the edit.
+    def programmed_the_edit() -> Scrape | None:
+        scrape = proxy.wait_for_syncs(total=max(2, total + 1), partial=partial + 1)
+        done = scrape.value("kubeproxy_sync_proxy_rules_endpoint_changes_total") or 0
+        return scrape if done > changes else None
+
+    after = wait_until(programmed_the_edit, what="a partial sync programming the new endpoint")
 
     assert sync_counts(after)[0] >= 2
     assert sync_counts(after)[2] >= 1

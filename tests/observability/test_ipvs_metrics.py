@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
-from support.fakes import FakeIptables, FakeIpvs
 
 from pykubeproxy.backends.ipvs.backend import IpvsBackend
 from pykubeproxy.config import Config
@@ -15,6 +14,7 @@ from pykubeproxy.pipeline import NodeIdentity
 from pykubeproxy.proxy import Proxy
 from pykubeproxy.servers import RulesView
 from pykubeproxy.store import Store
+from tests.support.fakes import FakeIptables, FakeIpvs
 
 WEB = {
     "metadata": {"name": "web", "namespace": "shop"},

@@ -7,6 +7,7 @@ changes the store and syncs, and reads the values back with `get_sample_value`.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
@@ -14,11 +15,10 @@ from dataclasses import dataclass, field
 import pytest
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
-from support.fakes import FakeIptables
 
 from pykubeproxy.backends import SyncError, SyncOutcome
-from pykubeproxy.backends.iptables.backend import IptablesBackend
-from pykubeproxy.backends.iptables.ruleset import Ruleset, format_restore
+from pykubeproxy.backends.iptables.backend import IptablesBackend, RenderedRules
+from pykubeproxy.backends.iptables.ruleset import format_restore
 from pykubeproxy.config import Config
 from pykubeproxy.health import ProxyHealth
 from pykubeproxy.metrics import ProxyMetrics
@@ -27,9 +27,10 @@ from pykubeproxy.pipeline import NodeIdentity
 from pykubeproxy.proxy import Proxy
 from pykubeproxy.servers import RulesView, health_routes
 from pykubeproxy.store import Store
+from tests.support.builders import TRIGGER_TIME, endpoint, endpoint_slice, node, service
+from tests.support.fakes import FakeClock, FakeIptables
 
 STARTED = 1_800_000_000.0  # when the proxy under test started (seconds since the epoch)
-TRIGGER = "endpoints.kubernetes.io/last-change-trigger-time"
 IPV4 = {"ip_family": "IPv4"}
 SYNC = "kubeproxy_sync_proxy_rules"
 
@@ -40,59 +41,26 @@ def rfc3339(timestamp: float) -> str:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def node(**metadata: object) -> Obj:
-    return {
-        "metadata": {"name": "node-1", **metadata},
-        "status": {"addresses": [{"type": "InternalIP", "address": "192.0.2.10"}]},
-    }
+HTTP = {"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}
+SLICE_HTTP = {"name": "http", "port": 8080, "protocol": "TCP"}
+
+# The Services here live in namespace shop, with one TCP port "http" (80 → 8080).
+shop_service = functools.partial(service, namespace="shop", ports=[HTTP])
 
 
-def service(
-    name: str, cluster_ip: str, *, port: Mapping[str, object] | None = None, **spec: object
-) -> Obj:
-    """A Service with one TCP port "http" (80 → 8080); `port` adds to that port."""
-    http = {"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP", **(port or {})}
-    return {
-        "metadata": {"name": name, "namespace": "shop"},
-        "spec": {"clusterIP": cluster_ip, "ports": [http], **spec},
-    }
+def slice_of(svc: str, *endpoints: tuple[str, str], trigger_time: str | None = None) -> Obj:
+    """The EndpointSlice of shop/`svc`, with ready endpoints given as (address, node name)."""
+    return endpoint_slice(
+        svc,
+        *(endpoint(ip, where, ready=True) for ip, where in endpoints),
+        namespace="shop",
+        ports=[SLICE_HTTP],
+        annotations={TRIGGER_TIME: trigger_time} if trigger_time else None,
+    )
 
 
-def endpoint_slice(svc: str, *endpoints: tuple[str, str], trigger_time: str | None = None) -> Obj:
-    """An EndpointSlice of `svc` with ready endpoints given as (address, node name)."""
-    metadata: Obj = {
-        "name": f"{svc}-abcde",
-        "namespace": "shop",
-        "labels": {"kubernetes.io/service-name": svc},
-    }
-    if trigger_time:
-        metadata["annotations"] = {TRIGGER: trigger_time}
-    return {
-        "metadata": metadata,
-        "addressType": "IPv4",
-        "endpoints": [
-            {"addresses": [ip], "nodeName": where, "conditions": {"ready": True}}
-            for ip, where in endpoints
-        ],
-        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-    }
-
-
-WEB = service("web", "10.96.0.10")
-WEB_SLICE = endpoint_slice("web", ("10.244.1.11", "node-1"), ("10.244.2.12", "node-2"))
-
-
-class Clock:
-    """The wall clock that metrics, health and /rules read, moved by hand."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+WEB = shop_service("web", cluster_ip="10.96.0.10")
+WEB_SLICE = slice_of("web", ("10.244.1.11", "node-1"), ("10.244.2.12", "node-2"))
 
 
 @dataclass
@@ -100,7 +68,8 @@ class Observed:
     """A proxy over a fake kernel, wired to private metrics, health and /rules by an Observer."""
 
     config: Config = field(default_factory=Config)
-    clock: Clock = field(default_factory=lambda: Clock(STARTED + 1))
+    # The wall clock that metrics, health and /rules read.
+    clock: FakeClock = field(default_factory=lambda: FakeClock(STARTED + 1))
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     kernel: FakeIptables = field(default_factory=FakeIptables)
     store: Store = field(default_factory=Store)
@@ -139,9 +108,7 @@ class Observed:
 
 
 def kind_of(obj: Obj) -> str:
-    if "addressType" in obj:
-        return "EndpointSlice"
-    return "Service" if "spec" in obj and "clusterIP" in obj["spec"] else "Node"  # type: ignore[operator]
+    return str(obj["kind"])
 
 
 def written_lines(payloads: list[str], table: str) -> int:
@@ -183,7 +150,7 @@ def test_a_first_sync_is_observed_as_full_and_a_later_change_as_partial(
 
     observed.store.upsert(
         "EndpointSlice",
-        endpoint_slice("web", ("10.244.1.11", "node-1"), ("10.244.1.13", "node-1")),
+        slice_of("web", ("10.244.1.11", "node-1"), ("10.244.1.13", "node-1")),
     )
     assert not observed.sync(full=False).full
 
@@ -224,7 +191,7 @@ def test_a_refused_partial_restore_counts_as_a_failure_and_a_partial_failure(
 ) -> None:
     observed.cluster(node(), WEB, WEB_SLICE)
     observed.sync()
-    observed.store.upsert("EndpointSlice", endpoint_slice("web", ("10.244.1.13", "node-1")))
+    observed.store.upsert("EndpointSlice", slice_of("web", ("10.244.1.13", "node-1")))
     observed.kernel.refuse_all = True
 
     with pytest.raises(SyncError):
@@ -256,7 +223,7 @@ def test_a_refused_full_restore_counts_only_as_a_failure(observed: Observed) -> 
 def test_a_service_the_kernel_refuses_counts_a_failure_and_a_rejected_port(
     observed: Observed,
 ) -> None:
-    observed.cluster(node(), WEB, WEB_SLICE, service("odd", "10.96.0.66"))
+    observed.cluster(node(), WEB, WEB_SLICE, shop_service("odd", cluster_ip="10.96.0.66"))
     observed.kernel.refuse_containing = "10.96.0.66"
 
     result = observed.sync(full=True)
@@ -272,7 +239,7 @@ def test_a_partial_restore_that_falls_back_to_a_full_one_counts_as_a_partial_fai
 ) -> None:
     observed.cluster(node(), WEB, WEB_SLICE)
     observed.sync()
-    observed.store.upsert("Service", service("odd", "10.96.0.66"))
+    observed.store.upsert("Service", shop_service("odd", cluster_ip="10.96.0.66"))
     observed.kernel.refuse_containing = "10.96.0.66"
 
     assert observed.sync(full=False).rejected
@@ -285,12 +252,14 @@ def test_a_partial_restore_that_falls_back_to_a_full_one_counts_as_a_partial_fai
 
 
 def test_rule_gauges_count_the_rules_of_kube_chains_in_each_table(observed: Observed) -> None:
-    observed.cluster(node(), WEB, WEB_SLICE, service("api", "10.96.0.20", type="NodePort"))
+    observed.cluster(
+        node(), WEB, WEB_SLICE, shop_service("api", cluster_ip="10.96.0.20", type="NodePort")
+    )
     result = observed.sync()
 
     for table in ("filter", "nat"):
-        assert isinstance(result.desired, Ruleset)
-        rendered = result.desired.table(table)
+        assert isinstance(result.desired, RenderedRules)
+        rendered = result.desired.tables().ruleset().table(table)
         kube = sum(len(c.rules) for c in rendered.chains if c.name.startswith("KUBE-"))
         assert kube > 0
         assert observed.value(f"{SYNC}_iptables_total", table=table) == kube
@@ -302,10 +271,10 @@ def test_rule_gauges_count_the_rules_of_kube_chains_in_each_table(observed: Obse
 
 
 def test_rules_written_gauge_counts_only_what_a_partial_sync_wrote(observed: Observed) -> None:
-    observed.cluster(node(), WEB, WEB_SLICE, service("api", "10.96.0.20"))
+    observed.cluster(node(), WEB, WEB_SLICE, shop_service("api", cluster_ip="10.96.0.20"))
     observed.sync()
     observed.store.upsert(
-        "EndpointSlice", endpoint_slice("web", ("10.244.1.11", "node-1"), ("10.244.1.13", "node-1"))
+        "EndpointSlice", slice_of("web", ("10.244.1.11", "node-1"), ("10.244.1.13", "node-1"))
     )
     observed.sync()
 
@@ -326,7 +295,7 @@ def test_rules_written_gauge_counts_only_what_a_partial_sync_wrote(observed: Obs
 def test_change_counters_count_store_changes_and_pending_returns_to_zero_after_a_sync(
     observed: Observed,
 ) -> None:
-    observed.cluster(node(), WEB, WEB_SLICE, service("api", "10.96.0.20"))
+    observed.cluster(node(), WEB, WEB_SLICE, shop_service("api", cluster_ip="10.96.0.20"))
     assert observed.value(f"{SYNC}_service_changes_pending") == 2
     assert observed.value(f"{SYNC}_endpoint_changes_pending") == 1
 
@@ -337,8 +306,8 @@ def test_change_counters_count_store_changes_and_pending_returns_to_zero_after_a
     assert observed.value(f"{SYNC}_endpoint_changes_total") == 1
 
     observed.store.upsert("Service", WEB)  # the same object again is no change
-    observed.store.upsert("EndpointSlice", endpoint_slice("web", ("10.244.1.13", "node-1")))
-    observed.store.delete("Service", service("api", "10.96.0.20"))
+    observed.store.upsert("EndpointSlice", slice_of("web", ("10.244.1.13", "node-1")))
+    observed.store.delete("Service", shop_service("api", cluster_ip="10.96.0.20"))
     assert observed.value(f"{SYNC}_service_changes_pending") == 1
     assert observed.value(f"{SYNC}_endpoint_changes_pending") == 1
 
@@ -370,9 +339,9 @@ def test_network_programming_observes_only_trigger_times_newer_than_the_start(
     observed.cluster(
         node(),
         WEB,
-        service("api", "10.96.0.20"),
-        endpoint_slice("web", ("10.244.1.11", "node-1"), trigger_time=rfc3339(STARTED - 60)),
-        endpoint_slice("api", ("10.244.1.21", "node-1"), trigger_time=rfc3339(STARTED + 5)),
+        shop_service("api", cluster_ip="10.96.0.20"),
+        slice_of("web", ("10.244.1.11", "node-1"), trigger_time=rfc3339(STARTED - 60)),
+        slice_of("api", ("10.244.1.21", "node-1"), trigger_time=rfc3339(STARTED + 5)),
     )
     observed.clock.now = STARTED + 8
     observed.sync()
@@ -414,7 +383,7 @@ def test_healthz_turns_503_when_a_queued_change_waits_twice_the_sync_period(
     timeout = 2 * observed.config.sync_period
     observed.cluster(node(), WEB, WEB_SLICE)
     observed.sync()
-    observed.store.upsert("EndpointSlice", endpoint_slice("web", ("10.244.1.13", "node-1")))
+    observed.store.upsert("EndpointSlice", slice_of("web", ("10.244.1.13", "node-1")))
 
     observed.clock.advance(timeout - 0.1)
     assert observed.probe("/healthz")[0] == 200
@@ -470,26 +439,26 @@ def test_no_local_endpoints_counts_local_policy_services_with_only_remote_endpoi
 ) -> None:
     observed.cluster(
         node(),
-        service(
+        shop_service(
             "ext-remote",
-            "10.96.0.31",
+            cluster_ip="10.96.0.31",
             type="NodePort",
             externalTrafficPolicy="Local",
-            port={"nodePort": 30031},
+            ports=[{**HTTP, "nodePort": 30031}],
         ),
-        endpoint_slice("ext-remote", ("10.244.2.31", "node-2")),
-        service(
+        slice_of("ext-remote", ("10.244.2.31", "node-2")),
+        shop_service(
             "ext-here",
-            "10.96.0.32",
+            cluster_ip="10.96.0.32",
             type="NodePort",
             externalTrafficPolicy="Local",
-            port={"nodePort": 30032},
+            ports=[{**HTTP, "nodePort": 30032}],
         ),
-        endpoint_slice("ext-here", ("10.244.1.32", "node-1"), ("10.244.2.32", "node-2")),
-        service("int-remote", "10.96.0.33", internalTrafficPolicy="Local"),
-        endpoint_slice("int-remote", ("10.244.2.33", "node-2")),
+        slice_of("ext-here", ("10.244.1.32", "node-1"), ("10.244.2.32", "node-2")),
+        shop_service("int-remote", cluster_ip="10.96.0.33", internalTrafficPolicy="Local"),
+        slice_of("int-remote", ("10.244.2.33", "node-2")),
         # No endpoints anywhere is a different case: rejected, not "no local endpoints".
-        service("int-none", "10.96.0.34", internalTrafficPolicy="Local"),
+        shop_service("int-none", cluster_ip="10.96.0.34", internalTrafficPolicy="Local"),
         WEB,
         WEB_SLICE,
     )
@@ -499,7 +468,7 @@ def test_no_local_endpoints_counts_local_policy_services_with_only_remote_endpoi
     assert observed.value(name, traffic_policy="external") == 1
     assert observed.value(name, traffic_policy="internal") == 1
 
-    observed.store.upsert("EndpointSlice", endpoint_slice("int-remote", ("10.244.1.33", "node-1")))
+    observed.store.upsert("EndpointSlice", slice_of("int-remote", ("10.244.1.33", "node-1")))
     observed.sync()
     assert observed.value(name, traffic_policy="internal") == 0
 
@@ -515,14 +484,15 @@ def test_rules_view_shows_the_ruleset_of_the_last_sync_and_its_outcome(
     result = observed.sync()
 
     finished = rfc3339(observed.clock.now)
-    assert isinstance(result.desired, Ruleset)
-    assert observed.rules.text() == f"# last sync {finished}: ok\n" + format_restore(result.desired)
+    assert isinstance(result.desired, RenderedRules)
+    ruleset = result.desired.tables().ruleset()
+    assert observed.rules.text() == f"# last sync {finished}: ok\n" + format_restore(ruleset)
     body = json.loads(observed.rules.json())
     assert body["lastSync"] == {"finished": finished, "ok": True, "message": ""}
     assert set(body["tables"]) == {"filter", "nat"}
 
     observed.kernel.refuse_all = True
-    observed.store.upsert("EndpointSlice", endpoint_slice("web", ("10.244.1.13", "node-1")))
+    observed.store.upsert("EndpointSlice", slice_of("web", ("10.244.1.13", "node-1")))
     with pytest.raises(SyncError):
         observed.sync()
     assert observed.rules.text().startswith(f"# last sync {finished}: failed: ")

@@ -11,19 +11,13 @@ from typing import Any
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from unit.rendering import (
-    rendered_rules,
-    restore_errors,
-    saved_rules,
-    unknown_targets,
-)
 
+from pykubeproxy.backends.iptables.assemble import render_ruleset
 from pykubeproxy.backends.iptables.diff import normalize_rule
-from pykubeproxy.backends.iptables.render import RenderOptions, render_ruleset
+from pykubeproxy.backends.iptables.render import RenderOptions
 from pykubeproxy.backends.iptables.ruleset import format_restore
 from pykubeproxy.model import (
     Endpoint,
-    Node,
     Protocol,
     ProxyState,
     ServicePort,
@@ -31,8 +25,14 @@ from pykubeproxy.model import (
     TrafficPolicy,
 )
 from pykubeproxy.translate import translate_cluster
-
-NODE = Node(name="node-1", ips=("192.0.2.10",))
+from tests.support.builders import NODE
+from tests.support.netns import Netns
+from tests.support.rendering import (
+    rendered_rules,
+    restore_errors,
+    saved_rules,
+    unknown_targets,
+)
 
 # --- building blocks ---------------------------------------------------------------------------
 
@@ -352,7 +352,7 @@ RICH_CLUSTER: dict[str, list[Any]] = {
 
 
 def test_rendered_rules_are_accepted_and_read_back_unchanged_by_legacy_and_nft(
-    netns: str,
+    netns: Netns,
 ) -> None:
     # One namespace for every example: hypothesis runs inside the test, not around it.
     @settings(
@@ -375,7 +375,7 @@ def test_rendered_rules_are_accepted_and_read_back_unchanged_by_legacy_and_nft(
     accepted()
 
 
-def test_longest_valid_names_still_fit_in_iptables_comments(netns: str) -> None:
+def test_longest_valid_names_still_fit_in_iptables_comments(netns: Netns) -> None:
     long = ServicePortName("s" * 63, "n" * 63, "p" * 63, Protocol.SCTP)
     port = ServicePort(
         name=long,

@@ -14,8 +14,7 @@ import pytest
 
 from pykubeproxy.cli import main
 from pykubeproxy.config import ConfigError, parse_duration
-
-from .rendering import EXAMPLES, GOLDEN, REPO
+from tests.support.paths import EXAMPLES, GOLDEN, REPO
 
 NODE = """\
 apiVersion: v1

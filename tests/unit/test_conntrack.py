@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from pykubeproxy.conntrack import Flow, parse_conntrack, stale_flows
-from pykubeproxy.model import Endpoint, Node, Protocol, ProxyState, ServicePort, ServicePortName
+from pykubeproxy.model import Endpoint, Protocol, ProxyState, ServicePortName
+from tests.support.builders import proxy_state, service_port
 
 LISTING = """\
 udp      17 29 src=10.244.1.20 dst=10.96.0.10 sport=40000 dport=53 src=10.244.1.11 dst=10.244.1.20 sport=8080 dport=40000 mark=0 use=1
@@ -16,12 +17,14 @@ WEB = ServicePortName("default", "web", "http", Protocol.TCP)
 
 
 def state(*endpoints: str, node_port: int = 0) -> ProxyState:
-    ports = (
-        ServicePort(name=DNS, cluster_ip="10.96.0.10", port=53, node_port=node_port),
-        ServicePort(name=WEB, cluster_ip="10.96.0.20", port=80),
+    """kube-system/dns (53/UDP, to `endpoints` on 8080) and default/web (one endpoint)."""
+    return proxy_state(
+        (
+            service_port(DNS, "10.96.0.10", port=53, node_port=node_port),
+            tuple(Endpoint(ip, 8080) for ip in endpoints),
+        ),
+        (service_port(WEB, "10.96.0.20"), (Endpoint("10.244.9.9", 80),)),
     )
-    eps = {DNS: tuple(Endpoint(ip, 8080) for ip in endpoints), WEB: (Endpoint("10.244.9.9", 80),)}
-    return ProxyState(Node("node-1", ("192.0.2.10",)), ports, eps)
 
 
 def flow(reply: str, *, dst: str = "10.96.0.10", dport: int = 53, proto: str = "udp") -> Flow:

@@ -5,15 +5,14 @@ from __future__ import annotations
 import pytest
 
 from pykubeproxy.backends import SetupError, mode, open_backend
+from pykubeproxy.backends.iptables.backend import RenderedRules
 from pykubeproxy.backends.iptables.memory import MemoryIptables
-from pykubeproxy.backends.iptables.ruleset import Ruleset
 from pykubeproxy.config import Config
 from pykubeproxy.pipeline import NodeIdentity
 from pykubeproxy.proxy import Proxy
 from pykubeproxy.sources.files import load_files
 from pykubeproxy.store import Store
-
-from .rendering import EXAMPLES
+from tests.support.paths import EXAMPLES
 
 
 def dry_run_proxy(config: Config) -> tuple[Proxy, Store]:
@@ -23,14 +22,17 @@ def dry_run_proxy(config: Config) -> tuple[Proxy, Store]:
     return proxy, store
 
 
-def test_the_printed_rules_are_exactly_what_the_sync_wrote_into_the_empty_kernel() -> None:
+def test_what_the_dry_run_wrote_holds_exactly_the_printed_rules() -> None:
     proxy, store = dry_run_proxy(Config(cluster_cidr="10.244.0.0/16"))
 
     outcome = proxy.sync(store, full=True)
 
     kernel = proxy.backend.kernel  # type: ignore[attr-defined]
     assert isinstance(kernel, MemoryIptables)
-    assert kernel.written == [outcome.desired.text()]
+    assert len(kernel.written) == 1  # one transaction, written while it rendered
+    printed = MemoryIptables()
+    printed.restore(outcome.desired.text())
+    assert kernel.save_text() == printed.save_text()
     assert outcome.full and outcome.wrote
     assert outcome.chains_written == sum(
         1 for table in kernel.save() for chain in table.chains if chain.name.startswith("KUBE-")
@@ -42,9 +44,9 @@ def test_what_the_memory_kernel_holds_after_the_dry_run_is_the_printed_ruleset()
 
     outcome = proxy.sync(store, full=True)
 
-    assert isinstance(outcome.desired, Ruleset)
+    assert isinstance(outcome.desired, RenderedRules)
     held = proxy.backend.kernel.save()  # type: ignore[attr-defined]
-    for table in outcome.desired:
+    for table in outcome.desired.tables().ruleset():
         in_kernel = {
             c.name: c.rules for c in held.table(table.name).chains if c.rules or not c.builtin
         }

@@ -15,9 +15,9 @@ import pytest
 
 from pykubeproxy.backends.iptables.diff import normalize_rule
 from pykubeproxy.backends.iptables.ruleset import format_restore
-
-from .rendering import (
-    GOLDEN,
+from tests.support.netns import Netns
+from tests.support.paths import GOLDEN
+from tests.support.rendering import (
     orphan_chains,
     render_golden_case,
     rendered_rules,
@@ -61,7 +61,7 @@ def test_rendering_the_same_cluster_twice_gives_identical_text() -> None:
     assert format_restore(render_golden_case("examples").ruleset()) == first
 
 
-def test_every_golden_ruleset_is_accepted_by_both_iptables_backends(netns: str) -> None:
+def test_every_golden_ruleset_is_accepted_by_both_iptables_backends(netns: Netns) -> None:
     for case in CASES:
         expected = (GOLDEN / case / "expected.rules").read_text(encoding="utf-8")
         assert restore_errors(netns, expected) == [], case
@@ -86,7 +86,7 @@ def test_services_left_out_of_a_golden_ruleset_are_reported_with_their_reason() 
 
 @pytest.mark.parametrize("backend", ["legacy", "nft"])
 def test_the_kernel_reports_every_golden_ruleset_exactly_as_rendered(
-    netns: str, backend: str
+    netns: Netns, backend: str
 ) -> None:
     # Rendered text is iptables-save's canonical form, so the sync can diff it with the kernel's
     # (after normalize_rule, which allows for the kernel's 31-bit statistic probabilities).

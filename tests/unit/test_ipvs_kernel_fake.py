@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.fakes import FakeIpvs
 
 from pykubeproxy.backends.ipvs.apply import cleanup, destroy_stale_sets, read_state, sync_ipvs
 from pykubeproxy.backends.ipvs.errors import IpvsSetupError, IpvsSyncError
@@ -50,6 +49,7 @@ from pykubeproxy.backends.ipvs.operations import (
 )
 from pykubeproxy.backends.ipvs.procfs import parse_proc_ip_vs
 from pykubeproxy.backends.ipvs.reconcile import plan_changes
+from tests.support.fakes import FakeClock, FakeIpvs
 
 NODE_IP = "192.0.2.10"
 CLUSTER_IP = "10.96.0.10"
@@ -58,14 +58,6 @@ WEB = ("tcp", CLUSTER_IP, 80)
 DNS = ("udp", OTHER_IP, 53)
 NODE_PORT = ("tcp", NODE_IP, 30080)
 PODS = (RealServer("10.244.1.11", 8080), RealServer("10.244.1.12", 8080))
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def vs(key: tuple[str, str, int], *servers: RealServer, **kw: Any) -> VirtualServer:
@@ -92,8 +84,8 @@ def full_plan() -> IpvsPlan:
     )
 
 
-def synced(plan: IpvsPlan | None = None) -> tuple[FakeIpvs, GracefulTermination, Clock]:
-    fake, clock = FakeIpvs(), Clock()
+def synced(plan: IpvsPlan | None = None) -> tuple[FakeIpvs, GracefulTermination, FakeClock]:
+    fake, clock = FakeIpvs(), FakeClock(1000.0)
     graceful = GracefulTermination(clock=clock)
     sync_ipvs(fake, plan or full_plan(), graceful=graceful, node_addresses=[NODE_IP])
     return fake, graceful, clock
@@ -346,7 +338,7 @@ def test_drained_real_server_coming_back_gets_its_weight_back() -> None:
 
 
 def test_busy_real_server_is_deleted_when_the_grace_period_is_over() -> None:
-    fake, clock = FakeIpvs(), Clock()
+    fake, clock = FakeIpvs(), FakeClock(1000.0)
     graceful = GracefulTermination(grace_period=60, clock=clock)
     sync_ipvs(fake, full_plan(), graceful=graceful, node_addresses=[NODE_IP])
     fake.set_connections(WEB, "10.244.1.12", 8080, active=7)
@@ -434,7 +426,7 @@ def test_removals_drop_real_servers_the_kernel_no_longer_has() -> None:
 
 
 def test_driver_reads_its_clock_and_rejects_a_negative_grace_period() -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     graceful = GracefulTermination(grace_period=5, clock=clock)
     graceful.drain([REF_TCP])
     assert graceful.draining_since(REF_TCP) == 1000.0
@@ -538,7 +530,7 @@ def test_stale_kube_sets_are_destroyed_only_on_request_and_others_kept() -> None
 
 
 def test_failed_virtual_server_does_not_block_the_others_and_is_reported() -> None:
-    fake, clock = FakeIpvs(), Clock()
+    fake, clock = FakeIpvs(), FakeClock(1000.0)
     plan = make_plan(vs(WEB, *PODS, scheduler="bogus"), vs(DNS, RealServer("10.244.1.13", 53)))
     with pytest.raises(IpvsSyncError) as caught:
         sync_ipvs(fake, plan, graceful=GracefulTermination(clock=clock))

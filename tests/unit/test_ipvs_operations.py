@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 import pytest
 
@@ -24,8 +23,8 @@ from pykubeproxy.backends.ipvs.operations import (
     Transaction,
 )
 from pykubeproxy.backends.ipvs.reconcile import plan_changes
+from tests.support.paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 API = ("tcp", "10.96.0.1", 443)
 DNS = ("udp", "10.96.0.10", 53)
 V6 = ("tcp", "fd00::10", 80)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
@@ -15,32 +14,14 @@ from pykubeproxy.backends.ipvs.plan import IpvsOptions, plan_ipvs
 from pykubeproxy.backends.ipvs.rules import render_ipvs_ruleset
 from pykubeproxy.model import (
     Endpoint,
-    Node,
     Protocol,
-    ProxyState,
-    ServicePort,
-    ServicePortName,
     TrafficPolicy,
 )
-from pykubeproxy.pipeline import NodeIdentity, translate_snapshot
-from pykubeproxy.sources.files import load_files
-from pykubeproxy.store import Store
+from tests.support.builders import port_name, proxy_state, service_port
+from tests.support.paths import GOLDEN_IPVS
+from tests.support.rendering import examples_state
 
-REPO = Path(__file__).resolve().parents[2]
-GOLDEN = REPO / "tests" / "golden_ipvs" / "examples.txt"
 OPTS = IpvsOptions(cluster_cidr="10.244.0.0/16", node_ips=("192.0.2.10",))
-
-
-def name(svc: str, protocol: Protocol = Protocol.TCP) -> ServicePortName:
-    return ServicePortName("default", svc, "http", protocol)
-
-
-def state(*ports: tuple[ServicePort, tuple[Endpoint, ...]]) -> ProxyState:
-    return ProxyState(
-        node=Node("node-1", ("192.0.2.10",)),
-        services=tuple(p for p, _ in ports),
-        endpoints={p.name: eps for p, eps in ports},
-    )
 
 
 LOCAL = Endpoint("10.244.1.11", 8080, is_local=True, node_name="node-1")
@@ -57,11 +38,9 @@ def sets(plan):  # type: ignore[no-untyped-def]
 
 
 def test_the_examples_plan_matches_the_reviewed_golden() -> None:
-    store = Store()
-    load_files(store, [REPO / "examples"])
-    desired = translate_snapshot(store.snapshot(), NodeIdentity("node-1", True))
-    opts = IpvsOptions(cluster_cidr="10.244.0.0/16", node_ips=desired.state.node.ips)
-    plan = plan_ipvs(desired.state, opts)
+    state = examples_state()
+    opts = IpvsOptions(cluster_cidr="10.244.0.0/16", node_ips=state.node.ips)
+    plan = plan_ipvs(state, opts)
     text = (
         format_ipvs(plan)
         + "# addresses: "
@@ -71,13 +50,13 @@ def test_the_examples_plan_matches_the_reviewed_golden() -> None:
         + format_restore(render_ipvs_ruleset(plan, opts))
     )
     if os.environ.get("PYKUBEPROXY_UPDATE_GOLDEN") == "1":
-        GOLDEN.write_text(text)
-    assert text == GOLDEN.read_text()
+        GOLDEN_IPVS.write_text(text)
+    assert text == GOLDEN_IPVS.read_text()
 
 
 def test_a_cluster_ip_service_gets_one_virtual_server_with_its_ready_endpoints() -> None:
-    port = ServicePort(name=name("web"), cluster_ip="10.96.0.20", port=80)
-    plan = plan_ipvs(state((port, (LOCAL, REMOTE, NOT_READY))), OPTS)
+    port = service_port("web", "10.96.0.20")
+    plan = plan_ipvs(proxy_state((port, (LOCAL, REMOTE, NOT_READY))), OPTS)
 
     (server,) = plan.virtual_servers
     assert server.key == ("tcp", "10.96.0.20", 80)
@@ -93,9 +72,9 @@ def test_a_cluster_ip_service_gets_one_virtual_server_with_its_ready_endpoints()
 
 
 def test_a_node_port_gets_a_virtual_server_on_each_node_address_and_its_port_set() -> None:
-    port = ServicePort(name=name("np"), cluster_ip="10.96.0.30", port=80, node_port=30080)
+    port = service_port("np", "10.96.0.30", node_port=30080)
     opts = IpvsOptions(node_ips=("192.0.2.10", "198.18.0.10"))
-    plan = plan_ipvs(state((port, (REMOTE,))), opts)
+    plan = plan_ipvs(proxy_state((port, (REMOTE,))), opts)
 
     assert set(servers(plan)) == {
         ("tcp", "10.96.0.30", 80),
@@ -108,16 +87,15 @@ def test_a_node_port_gets_a_virtual_server_on_each_node_address_and_its_port_set
 
 
 def test_external_traffic_policy_local_sends_external_addresses_to_local_endpoints_only() -> None:
-    port = ServicePort(
-        name=name("lb"),
-        cluster_ip="10.96.0.40",
-        port=80,
+    port = service_port(
+        "lb",
+        "10.96.0.40",
         node_port=30443,
         load_balancer_ips=("198.51.100.10",),
         external_traffic_policy=TrafficPolicy.LOCAL,
         health_check_node_port=32100,
     )
-    plan = plan_ipvs(state((port, (LOCAL, REMOTE))), OPTS)
+    plan = plan_ipvs(proxy_state((port, (LOCAL, REMOTE))), OPTS)
     by_key = servers(plan)
 
     assert len(by_key[("tcp", "10.96.0.40", 80)].real_servers) == 2
@@ -129,22 +107,22 @@ def test_external_traffic_policy_local_sends_external_addresses_to_local_endpoin
 
 
 def test_client_ip_affinity_becomes_persistence_and_the_scheduler_is_the_configured_one() -> None:
-    port = ServicePort(name=name("sticky"), cluster_ip="10.96.0.50", port=80, affinity_timeout=600)
-    plan = plan_ipvs(state((port, (REMOTE,))), IpvsOptions(scheduler="wlc"))
+    port = service_port("sticky", "10.96.0.50", affinity_timeout=600)
+    plan = plan_ipvs(proxy_state((port, (REMOTE,))), IpvsOptions(scheduler="wlc"))
 
     (server,) = plan.virtual_servers
     assert server.persistence == 600 and server.scheduler == "wlc"
 
 
 def test_source_ranges_fill_the_firewall_sets() -> None:
-    port = ServicePort(
-        name=name("fw"),
-        cluster_ip="10.96.0.60",
+    port = service_port(
+        "fw",
+        "10.96.0.60",
         port=443,
         load_balancer_ips=("198.51.100.30",),
         load_balancer_source_ranges=("203.0.113.0/24", "192.0.2.0/24"),
     )
-    plan = plan_ipvs(state((port, (REMOTE,))), OPTS)
+    plan = plan_ipvs(proxy_state((port, (REMOTE,))), OPTS)
 
     assert sets(plan)["KUBE-LOAD-BALANCER-FW"] == ("198.51.100.30,tcp:443",)
     assert set(sets(plan)["KUBE-LOAD-BALANCER-SOURCE-CIDR"]) == {
@@ -156,8 +134,8 @@ def test_source_ranges_fill_the_firewall_sets() -> None:
 
 
 def test_a_service_without_endpoints_keeps_its_virtual_server_with_no_real_servers() -> None:
-    port = ServicePort(name=name("empty", Protocol.UDP), cluster_ip="10.96.0.70", port=53)
-    plan = plan_ipvs(state((port, ())), OPTS)
+    port = service_port(port_name("empty", protocol=Protocol.UDP), "10.96.0.70", port=53)
+    plan = plan_ipvs(proxy_state((port, ())), OPTS)
 
     (server,) = plan.virtual_servers
     assert server.key == ("udp", "10.96.0.70", 53) and server.real_servers == ()
@@ -168,7 +146,7 @@ def test_cluster_ip_masquerade_follows_masquerade_all_or_the_cluster_cidr(
     masquerade_all: bool,
 ) -> None:
     opts = IpvsOptions(masquerade_all=masquerade_all, cluster_cidr="10.244.0.0/16")
-    ruleset = render_ipvs_ruleset(plan_ipvs(state(), opts), opts)
+    ruleset = render_ipvs_ruleset(plan_ipvs(proxy_state(), opts), opts)
     services = ruleset.table("nat").chain("KUBE-SERVICES")
     assert services is not None
     masq = [r for r in services.rules if "KUBE-CLUSTER-IP dst,dst -j KUBE-MARK-MASQ" in r]
@@ -179,7 +157,7 @@ def test_cluster_ip_masquerade_follows_masquerade_all_or_the_cluster_cidr(
 def test_without_a_cluster_cidr_node_traffic_from_a_cluster_ip_is_masqueraded() -> None:
     """kube-proxy's rule for VIP-sourced node connections (VIP:port → VIP:service port)."""
     opts = IpvsOptions()
-    ruleset = render_ipvs_ruleset(plan_ipvs(state(), opts), opts)
+    ruleset = render_ipvs_ruleset(plan_ipvs(proxy_state(), opts), opts)
     services = ruleset.table("nat").chain("KUBE-SERVICES")
     assert services is not None
     masq = [r for r in services.rules if "KUBE-CLUSTER-IP" in r and "KUBE-MARK-MASQ" in r]

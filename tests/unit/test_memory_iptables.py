@@ -61,3 +61,12 @@ def test_a_test_restore_checks_without_applying() -> None:
     kernel.restore("*nat\n:KUBE-SVC-B - [0:0]\nCOMMIT\n", test=True)
 
     assert kernel.save().table("nat").chain("KUBE-SVC-B") is None
+
+
+def test_a_refusal_names_the_line_and_its_text_as_the_kernel_does() -> None:
+    kernel = loaded()
+
+    with pytest.raises(IptablesError) as refused:
+        kernel.restore("*nat\n-A KUBE-SVC-A -j RETURN\n-A KUBE-NOPE -j RETURN\nCOMMIT\n")
+
+    assert (refused.value.line, refused.value.text) == (3, "-A KUBE-NOPE -j RETURN")

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from pykubeproxy.backends.iptables.render import RenderOptions, probability, render_ruleset
+from pykubeproxy.backends.iptables.assemble import render_ruleset
+from pykubeproxy.backends.iptables.render import RenderOptions, probability
 from pykubeproxy.backends.iptables.ruleset import format_restore, quote, ruleset_to_json
-from pykubeproxy.model import Endpoint, Node, Protocol, ProxyState, ServicePort, ServicePortName
-
-from .rendering import orphan_chains, unknown_targets
+from pykubeproxy.model import Protocol, ProxyState, ServicePortName
+from tests.support.builders import NODE, endpoints, proxy_state, service_port
+from tests.support.rendering import orphan_chains, unknown_targets
 
 NAME = ServicePortName("shop", "web", "http", Protocol.TCP)
-NODE = Node("node-1", ("192.0.2.10",))
 
 
-def state_with(endpoints: int, **port: object) -> ProxyState:
-    eps = tuple(Endpoint(f"10.244.1.{i}", 8080) for i in range(1, endpoints + 1))
-    service = ServicePort(name=NAME, cluster_ip="10.96.10.20", port=80, **port)  # type: ignore[arg-type]
-    return ProxyState(node=NODE, services=(service,), endpoints={NAME: eps})
+def state_with(count: int, **port: object) -> ProxyState:
+    """shop/web:http at 10.96.10.20:80 with `count` endpoints 10.244.1.1.. on 8080."""
+    service = service_port(NAME, "10.96.10.20", **port)
+    return proxy_state((service, endpoints("10.244.1.{}", count)))
 
 
 def nat_rules(state: ProxyState, opts: RenderOptions | None = None) -> dict[str, list[str]]:
@@ -96,7 +96,7 @@ def test_without_a_cluster_cidr_cluster_ip_traffic_is_not_masqueraded() -> None:
 
 
 def test_an_empty_state_renders_the_base_chains_only() -> None:
-    ruleset = render_ruleset(ProxyState(node=NODE, services=(), endpoints={}), RenderOptions())
+    ruleset = render_ruleset(proxy_state(), RenderOptions())
     assert unknown_targets(ruleset) == []
     # kube-proxy declares these even with nothing to mark or no node port to serve.
     assert orphan_chains(ruleset) == ["nat/KUBE-MARK-MASQ"]

@@ -35,20 +35,33 @@ def test_a_burst_of_changes_is_coalesced_into_one_sync_after_the_minimum_interva
     assert not s.due(1.5).run  # the burst was consumed by that one sync
 
 
-def test_with_no_changes_a_full_sync_runs_every_sync_period() -> None:
+def test_with_no_changes_a_partial_sync_runs_every_sync_period_and_a_full_one_hourly() -> None:
     s = schedule()
     run(s, 0.0)
     assert not s.due(29.9).run
-    assert run(s, 30.0) is True
+    assert run(s, 30.0) is False
     assert s.next_time() == 60.0
+    now = 60.0
+    while now < 3600.0:
+        assert run(s, now) is False
+        now = s.next_time()
+    assert now == 3600.0
+    assert run(s, 3600.0) is True
 
 
-def test_the_period_counts_from_the_last_full_sync_not_from_partial_ones() -> None:
+def test_the_sync_period_counts_from_the_last_sync_and_the_full_one_from_the_last_full() -> None:
     s = schedule()
     run(s, 0.0)
     s.request()
     run(s, 10.0)
-    assert s.next_time() == 30.0
+    assert s.next_time() == 40.0
+    s = SyncSchedule(min_interval=1.0, max_interval=30.0, full_interval=100.0)
+    run(s, 0.0)
+    run(s, 30.0)
+    run(s, 60.0)
+    run(s, 90.0)
+    assert s.due(100.0).run is False and s.next_time() == 120.0
+    assert run(s, 120.0) is True  # the first sync due after 100 s is the full one
 
 
 def test_failures_back_off_exponentially_up_to_the_cap_and_retry_in_full() -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 
 from pykubeproxy.backends.iptables import chains as c
-from pykubeproxy.backends.iptables.render import RenderOptions, render_ruleset
+from pykubeproxy.backends.iptables.assemble import render_ruleset
+from pykubeproxy.backends.iptables.render import RenderOptions
 from pykubeproxy.backends.iptables.ruleset import Ruleset
 from pykubeproxy.backends.ipvs.plan import IpvsOptions, plan_ipvs
 from pykubeproxy.backends.ipvs.rules import render_ipvs_ruleset
-from pykubeproxy.model import Node, ProxyState
+from tests.support.builders import proxy_state
 
 SHARED = [
     ("filter", c.KUBE_FORWARD),
@@ -28,7 +29,7 @@ def rules(ruleset: Ruleset, table: str, chain: str) -> tuple[str, ...]:
 
 @pytest.mark.parametrize("bit", [14, 0, 31])
 def test_both_modes_write_forward_masquerade_and_mark_rules_alike(bit: int) -> None:
-    state = ProxyState(node=Node("node-1", ("192.0.2.10",)), services=(), endpoints={})
+    state = proxy_state()
     iptables = render_ruleset(state, RenderOptions(masquerade_bit=bit))
     ipvs_opts = IpvsOptions(masquerade_bit=bit)
     ipvs = render_ipvs_ruleset(plan_ipvs(state, ipvs_opts), ipvs_opts)

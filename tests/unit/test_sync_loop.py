@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
-
-from support.fakes import FakeIptables
 
 from pykubeproxy.backends import SyncOutcome
 from pykubeproxy.backends.iptables.backend import IptablesBackend
@@ -15,6 +14,9 @@ from pykubeproxy.model import ProxyState, ServiceName
 from pykubeproxy.pipeline import NodeIdentity
 from pykubeproxy.proxy import Proxy
 from pykubeproxy.store import Store
+from tests.support.builders import service
+from tests.support.fakes import FakeIptables
+from tests.support.wait import wait_until
 
 
 class RecordingBackend(IptablesBackend):
@@ -49,20 +51,8 @@ class ManualSource:
         pass
 
 
-def service(name: str) -> dict[str, object]:
-    return {
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {"clusterIP": "10.96.0.1", "ports": [{"port": 80}]},
-    }
-
-
-def wait_until(condition, seconds: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
+# Services as small as the API allows: one port, nothing else.
+minimal_service = functools.partial(service, cluster_ip="10.96.0.1", ports=[{"port": 80}])
 
 
 def test_no_sync_before_the_source_is_synced_then_changes_are_followed() -> None:
@@ -74,15 +64,23 @@ def test_no_sync_before_the_source_is_synced_then_changes_are_followed() -> None
     )
     loop.start()
     try:
-        store.upsert("Service", service("half-listed"))
+        store.upsert("Service", minimal_service("half-listed"))
         time.sleep(0.3)
         assert syncer.synced == []  # an incomplete view must never reach the kernel
 
         source.synced = True
-        assert wait_until(lambda: syncer.synced == [["default/half-listed"]])
+        wait_until(
+            lambda: syncer.synced == [["default/half-listed"]],
+            what="the first sync, of the listed Service",
+            timeout=5.0,
+        )
 
-        store.upsert("Service", service("added"))
-        assert wait_until(lambda: syncer.synced[-1] == ["default/added", "default/half-listed"])
+        store.upsert("Service", minimal_service("added"))
+        wait_until(
+            lambda: syncer.synced[-1] == ["default/added", "default/half-listed"],
+            what="a sync with the added Service",
+            timeout=5.0,
+        )
     finally:
         stop.set()
         loop.join(5)
@@ -109,14 +107,18 @@ def test_an_unexpected_error_in_a_sync_is_retried_instead_of_stopping_the_proxy(
     store, source, syncer = Store(), ManualSource(), CrashingOnceBackend()
     source.synced = True
     proxy = Proxy(backend=syncer, identity=NodeIdentity("node-1", True))
-    store.upsert("Service", service("svc"))
+    store.upsert("Service", minimal_service("svc"))
     stop = threading.Event()
     loop = threading.Thread(
         target=run_sync_loop, args=(proxy, store, source), kwargs={"stop": stop}
     )
     loop.start()
     try:
-        assert wait_until(lambda: syncer.synced[-1:] == [["default/svc"]])
+        wait_until(
+            lambda: syncer.synced[-1:] == [["default/svc"]],
+            what="a sync after the crash",
+            timeout=5.0,
+        )
         assert syncer.synced[0] == ["crash"]
     finally:
         stop.set()

@@ -6,8 +6,8 @@ from functools import cache
 
 import pytest
 
-from .rendering import render_golden_case
-from .tracer import Packet, Trace, Tracer, parse_rule
+from tests.support.rendering import render_golden_case
+from tests.unit.tracer import Packet, Trace, Tracer, parse_rule
 
 NODE_IP = "192.0.2.10"  # node-1, the node every golden case renders for
 EXTERNAL_CLIENT = "203.0.113.7"  # outside the cluster, inside checkout's source range

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
 import pytest
 
-from pykubeproxy.model import Endpoint, Node, Protocol, ServicePort, ServicePortName, TrafficPolicy
+from pykubeproxy.model import Endpoint, Protocol, ServicePort, ServicePortName, TrafficPolicy
 from pykubeproxy.selection import categorize_endpoints
 from pykubeproxy.translate import (
     InvalidObject,
@@ -17,48 +18,28 @@ from pykubeproxy.translate import (
     translate_node,
     translate_service,
 )
+from tests.support.builders import NODE, endpoint, endpoint_slice, service
 
-NODE = Node(name="node-1", ips=("192.0.2.10",))
 WEB_HTTP = ServicePortName("shop", "web", "http", Protocol.TCP)
 
 
-def service(**spec: Any) -> dict[str, Any]:
-    """A valid ClusterIP Service shop/web with one port "http", with spec fields replaced."""
-    body: dict[str, Any] = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": "web", "namespace": "shop"},
-        "spec": {"clusterIP": "10.96.10.20", "ports": [{"name": "http", "port": 80}]},
-    }
-    body["spec"].update(spec)
-    return body
-
-
-def endpoint_slice(*endpoints: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    """A valid IPv4 EndpointSlice of shop/web with one port "http" (8080/TCP)."""
-    body: dict[str, Any] = {
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": "web-abcde",
-            "namespace": "shop",
-            "labels": {"kubernetes.io/service-name": "web"},
-        },
-        "addressType": "IPv4",
-        "endpoints": list(endpoints),
-        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-    }
-    body.update(fields)
-    return body
-
-
-def ep(ip: str, node: str | None = "node-2", **conditions: bool) -> dict[str, Any]:
-    raw: dict[str, Any] = {"addresses": [ip]}
-    if node is not None:
-        raw["nodeName"] = node
-    if conditions:
-        raw["conditions"] = conditions
-    return raw
+# Every object here is about shop/web: a ClusterIP Service with one port "http" (80) and its
+# EndpointSlice web-abcde (port "http", 8080/TCP); a test replaces fields to make its case.
+web_service = functools.partial(
+    service,
+    "web",
+    namespace="shop",
+    cluster_ip="10.96.10.20",
+    ports=[{"name": "http", "port": 80}],
+)
+web_slice = functools.partial(
+    endpoint_slice,
+    "web",
+    namespace="shop",
+    ports=[{"name": "http", "port": 8080, "protocol": "TCP"}],
+)
+# An endpoint is on another node unless a test says where.
+OTHER_NODE = "node-2"
 
 
 def only_port(obj: object) -> ServicePort:
@@ -92,7 +73,7 @@ def invalid_reason(obj: object) -> str:
 def test_services_labelled_for_another_proxy_or_headless_are_skipped_as_not_invalid(
     label: dict[str, str],
 ) -> None:
-    obj = service()
+    obj = web_service()
     obj["metadata"]["labels"] = label
     ports, notes = translate_service(obj)
     assert ports == []
@@ -103,7 +84,7 @@ def test_services_labelled_for_another_proxy_or_headless_are_skipped_as_not_inva
 
 
 def test_external_name_service_is_skipped_as_not_invalid() -> None:
-    obj = service(type="ExternalName", externalName="db.example.com")
+    obj = web_service(type="ExternalName", externalName="db.example.com")
     del obj["spec"]["clusterIP"]
     ports, notes = translate_service(obj)
     assert ports == []
@@ -112,13 +93,13 @@ def test_external_name_service_is_skipped_as_not_invalid() -> None:
 
 @pytest.mark.parametrize("spec", [{"clusterIP": "None"}, {"clusterIPs": ["None"]}])
 def test_headless_service_is_skipped_as_not_invalid(spec: dict[str, Any]) -> None:
-    ports, notes = translate_service(service(**spec))
+    ports, notes = translate_service(web_service(**spec))
     assert ports == []
     assert [(n.invalid, "headless" in n.reason) for n in notes] == [(False, True)]
 
 
 def test_ipv6_only_service_is_skipped_as_invalid_with_the_reason() -> None:
-    obj = service(clusterIP="fd00::10", clusterIPs=["fd00::10"])
+    obj = web_service(clusterIP="fd00::10", clusterIPs=["fd00::10"])
     state = translate_cluster(services=[obj], endpoint_slices=[], node=NODE)
     assert state.services == ()
     (note,) = state.skipped
@@ -128,25 +109,25 @@ def test_ipv6_only_service_is_skipped_as_invalid_with_the_reason() -> None:
 
 
 def test_dual_stack_service_is_programmed_with_its_ipv4_cluster_ip() -> None:
-    port = only_port(service(clusterIP="fd00::10", clusterIPs=["fd00::10", "10.96.10.20"]))
+    port = only_port(web_service(clusterIP="fd00::10", clusterIPs=["fd00::10", "10.96.10.20"]))
     assert port.cluster_ip == "10.96.10.20"
 
 
 def test_cluster_ips_take_precedence_over_cluster_ip() -> None:
-    assert only_port(service(clusterIPs=["10.96.10.21"])).cluster_ip == "10.96.10.21"
+    assert only_port(web_service(clusterIPs=["10.96.10.21"])).cluster_ip == "10.96.10.21"
 
 
 # --- addresses of the other IP family, and load balancer ingress -----------------------------
 
 
 def test_ipv6_external_ips_are_left_out_with_a_note() -> None:
-    ports, notes = translate_service(service(externalIPs=["198.51.100.20", "2001:db8::20"]))
+    ports, notes = translate_service(web_service(externalIPs=["198.51.100.20", "2001:db8::20"]))
     assert ports[0].external_ips == ("198.51.100.20",)
     assert [n.reason for n in notes] == ["externalIP 2001:db8::20 is IPv6; ignored in this cluster"]
 
 
 def test_ipv6_source_ranges_are_left_out_with_a_note_and_padding_is_trimmed() -> None:
-    obj = service(
+    obj = web_service(
         type="LoadBalancer", loadBalancerSourceRanges=[" 203.0.113.0/24 ", "2001:db8::/64"]
     )
     obj["status"] = {"loadBalancer": {"ingress": [{"ip": "198.51.100.10"}]}}
@@ -157,12 +138,12 @@ def test_ipv6_source_ranges_are_left_out_with_a_note_and_padding_is_trimmed() ->
 
 
 def test_source_range_with_host_bits_is_normalised_to_its_network() -> None:
-    obj = service(type="LoadBalancer", loadBalancerSourceRanges=["203.0.113.7/24"])
+    obj = web_service(type="LoadBalancer", loadBalancerSourceRanges=["203.0.113.7/24"])
     assert only_port(obj).load_balancer_source_ranges == ("203.0.113.0/24",)
 
 
 def test_load_balancer_ingress_in_proxy_ip_mode_is_not_captured() -> None:
-    obj = service(type="LoadBalancer")
+    obj = web_service(type="LoadBalancer")
     obj["status"] = {
         "loadBalancer": {
             "ingress": [
@@ -177,13 +158,13 @@ def test_load_balancer_ingress_in_proxy_ip_mode_is_not_captured() -> None:
 
 
 def test_load_balancer_ingress_of_a_service_that_is_not_a_load_balancer_is_ignored() -> None:
-    obj = service(type="NodePort")
+    obj = web_service(type="NodePort")
     obj["status"] = {"loadBalancer": {"ingress": [{"ip": "198.51.100.10"}]}}
     assert only_port(obj).load_balancer_ips == ()
 
 
 def test_node_port_of_a_cluster_ip_service_is_ignored() -> None:
-    obj = service(ports=[{"name": "http", "port": 80, "nodePort": 30080}])
+    obj = web_service(ports=[{"name": "http", "port": 80, "nodePort": 30080}])
     assert only_port(obj).node_port == 0
 
 
@@ -208,27 +189,27 @@ def test_node_port_of_a_cluster_ip_service_is_ignored() -> None:
 def test_invalid_port_makes_the_service_invalid_with_a_reason(
     port: dict[str, Any], reason: str
 ) -> None:
-    obj = service(type="NodePort", ports=[port])
+    obj = web_service(type="NodePort", ports=[port])
     assert reason in invalid_reason(obj)
 
 
 def test_node_port_out_of_range_makes_the_service_invalid() -> None:
-    obj = service(type="NodePort", ports=[{"name": "http", "port": 80, "nodePort": 70000}])
+    obj = web_service(type="NodePort", ports=[{"name": "http", "port": 80, "nodePort": 70000}])
     assert "nodePort 70000 is out of range" in invalid_reason(obj)
 
 
 def test_duplicate_port_names_make_the_service_invalid() -> None:
     ports = [{"name": "http", "port": 80}, {"name": "http", "port": 81, "protocol": "UDP"}]
-    assert "duplicate port name 'http'" in invalid_reason(service(ports=ports))
+    assert "duplicate port name 'http'" in invalid_reason(web_service(ports=ports))
 
 
 @pytest.mark.parametrize("ports", [[], None])
 def test_service_without_ports_is_invalid(ports: list[object] | None) -> None:
-    assert "has no ports" in invalid_reason(service(ports=ports))
+    assert "has no ports" in invalid_reason(web_service(ports=ports))
 
 
 def test_port_entry_that_is_not_an_object_makes_the_service_invalid() -> None:
-    assert "ports[0] is not an object" in invalid_reason(service(ports=[80]))
+    assert "ports[0] is not an object" in invalid_reason(web_service(ports=[80]))
 
 
 def test_every_protocol_kube_proxy_knows_is_accepted() -> None:
@@ -238,7 +219,7 @@ def test_every_protocol_kube_proxy_knows_is_accepted() -> None:
         {"name": "c", "port": 80, "protocol": "SCTP"},
         {"name": "d", "port": 81},
     ]
-    result, _ = translate_service(service(ports=ports))
+    result, _ = translate_service(web_service(ports=ports))
     assert [p.name.protocol for p in result] == [
         Protocol.TCP,
         Protocol.UDP,
@@ -282,7 +263,7 @@ def test_malformed_documents_are_invalid_with_a_reason(doc: object, reason: str)
 )
 def test_names_that_are_not_dns_labels_make_the_service_invalid(where: str, value: str) -> None:
     # They would land in rule comments, and one bad comment makes iptables-restore refuse all.
-    obj = service()
+    obj = web_service()
     if where == "port":
         obj["spec"]["ports"][0]["name"] = value
     else:
@@ -291,13 +272,13 @@ def test_names_that_are_not_dns_labels_make_the_service_invalid(where: str, valu
 
 
 def test_longest_valid_names_are_accepted() -> None:
-    obj = service(ports=[{"name": "p" * 63, "port": 80}])
+    obj = web_service(ports=[{"name": "p" * 63, "port": 80}])
     obj["metadata"] = {"name": "n" * 63, "namespace": "s" * 63}
     assert str(only_port(obj).name) == f"{'s' * 63}/{'n' * 63}:{'p' * 63}"
 
 
 def test_missing_namespace_means_default() -> None:
-    obj = service()
+    obj = web_service()
     del obj["metadata"]["namespace"]
     assert only_port(obj).name.namespace == "default"
 
@@ -337,36 +318,38 @@ def test_missing_namespace_means_default() -> None:
 def test_wrong_field_values_make_the_service_invalid_with_a_reason(
     spec: dict[str, Any], reason: str
 ) -> None:
-    assert reason in invalid_reason(service(**spec))
+    assert reason in invalid_reason(web_service(**spec))
 
 
 def test_global_is_the_old_spelling_of_cluster_traffic_policy() -> None:
-    port = only_port(service(type="NodePort", externalTrafficPolicy="Global"))
+    port = only_port(web_service(type="NodePort", externalTrafficPolicy="Global"))
     assert port.external_traffic_policy is TrafficPolicy.CLUSTER
 
 
 def test_client_ip_affinity_defaults_to_three_hours() -> None:
-    assert only_port(service(sessionAffinity="ClientIP")).affinity_timeout == 10800
-    assert only_port(service()).affinity_timeout is None
+    assert only_port(web_service(sessionAffinity="ClientIP")).affinity_timeout == 10800
+    assert only_port(web_service()).affinity_timeout is None
     config = {"clientIP": {"timeoutSeconds": 600}}
-    port = only_port(service(sessionAffinity="ClientIP", sessionAffinityConfig=config))
+    port = only_port(web_service(sessionAffinity="ClientIP", sessionAffinityConfig=config))
     assert port.affinity_timeout == 600
 
 
 def test_health_check_node_port_belongs_to_local_policy_load_balancers_only() -> None:
-    local_lb = service(
+    local_lb = web_service(
         type="LoadBalancer", externalTrafficPolicy="Local", healthCheckNodePort=32100
     )
     assert only_port(local_lb).health_check_node_port == 32100
-    cluster_lb = service(type="LoadBalancer", healthCheckNodePort=32100)
+    cluster_lb = web_service(type="LoadBalancer", healthCheckNodePort=32100)
     assert only_port(cluster_lb).health_check_node_port == 0
-    local_np = service(type="NodePort", externalTrafficPolicy="Local", healthCheckNodePort=32100)
+    local_np = web_service(
+        type="NodePort", externalTrafficPolicy="Local", healthCheckNodePort=32100
+    )
     assert only_port(local_np).health_check_node_port == 0
 
 
 def test_external_traffic_policy_counts_only_for_externally_reachable_services() -> None:
-    assert not only_port(service(externalTrafficPolicy="Local")).external_policy_local
-    port = only_port(service(externalTrafficPolicy="Local", externalIPs=["198.51.100.20"]))
+    assert not only_port(web_service(externalTrafficPolicy="Local")).external_policy_local
+    port = only_port(web_service(externalTrafficPolicy="Local", externalIPs=["198.51.100.20"]))
     assert port.external_policy_local
 
 
@@ -374,25 +357,25 @@ def test_external_traffic_policy_counts_only_for_externally_reachable_services()
 
 
 def test_unset_conditions_mean_ready_serving_and_not_terminating() -> None:
-    (endpoint,) = slice_endpoints(endpoint_slice(ep("10.244.1.11")))
-    assert (endpoint.ready, endpoint.serving, endpoint.terminating) == (True, True, False)
+    (translated,) = slice_endpoints(web_slice(endpoint("10.244.1.11", OTHER_NODE)))
+    assert (translated.ready, translated.serving, translated.terminating) == (True, True, False)
 
 
 def test_conditions_are_read_as_given() -> None:
-    raw = ep("10.244.1.11", ready=False, serving=True, terminating=True)
-    (endpoint,) = slice_endpoints(endpoint_slice(raw))
-    assert (endpoint.ready, endpoint.serving, endpoint.terminating) == (False, True, True)
+    raw = endpoint("10.244.1.11", OTHER_NODE, ready=False, serving=True, terminating=True)
+    (translated,) = slice_endpoints(web_slice(raw))
+    assert (translated.ready, translated.serving, translated.terminating) == (False, True, True)
 
 
 def test_a_condition_that_is_not_a_boolean_makes_the_slice_invalid() -> None:
     raw = {"addresses": ["10.244.1.11"], "conditions": {"ready": "yes"}}
     with pytest.raises(InvalidObject, match=r"conditions\.ready must be a boolean"):
-        translate_endpoint_slice(endpoint_slice(raw), node_name="node-1")
+        translate_endpoint_slice(web_slice(raw), node_name="node-1")
 
 
 @pytest.mark.parametrize("address_type", ["FQDN", "IPv6", None])
 def test_slices_of_other_address_types_are_skipped_as_not_invalid(address_type: str | None) -> None:
-    obj = endpoint_slice(ep("10.244.1.11"), addressType=address_type)
+    obj = web_slice(endpoint("10.244.1.11", OTHER_NODE), addressType=address_type)
     result, notes = translate_endpoint_slice(obj, node_name="node-1")
     assert result is None
     assert [n.invalid for n in notes] == [False]
@@ -400,7 +383,7 @@ def test_slices_of_other_address_types_are_skipped_as_not_invalid(address_type: 
 
 
 def test_slice_without_a_service_name_label_is_skipped() -> None:
-    obj = endpoint_slice(ep("10.244.1.11"))
+    obj = web_slice(endpoint("10.244.1.11", OTHER_NODE))
     obj["metadata"]["labels"] = {}
     result, notes = translate_endpoint_slice(obj, node_name="node-1")
     assert result is None
@@ -408,7 +391,7 @@ def test_slice_without_a_service_name_label_is_skipped() -> None:
 
 
 def test_slice_labelled_for_another_proxy_is_skipped() -> None:
-    obj = endpoint_slice(ep("10.244.1.11"))
+    obj = web_slice(endpoint("10.244.1.11", OTHER_NODE))
     obj["metadata"]["labels"]["service.kubernetes.io/service-proxy-name"] = "other"
     result, notes = translate_endpoint_slice(obj, node_name="node-1")
     assert result is None
@@ -416,8 +399,8 @@ def test_slice_labelled_for_another_proxy_is_skipped() -> None:
 
 
 def test_endpoint_ports_are_matched_to_service_ports_by_name_and_protocol() -> None:
-    obj = endpoint_slice(
-        ep("10.244.1.11"),
+    obj = web_slice(
+        endpoint("10.244.1.11", OTHER_NODE),
         ports=[
             {"name": "http", "port": 8080, "protocol": "TCP"},
             {"name": "http", "port": 8081, "protocol": "UDP"},
@@ -435,47 +418,53 @@ def test_endpoint_ports_are_matched_to_service_ports_by_name_and_protocol() -> N
 
 
 def test_slice_port_without_a_number_is_ignored() -> None:
-    obj = endpoint_slice(ep("10.244.1.11"), ports=[{"name": "http"}, {"name": "x", "port": 0}])
+    obj = web_slice(
+        endpoint("10.244.1.11", OTHER_NODE), ports=[{"name": "http"}, {"name": "x", "port": 0}]
+    )
     result, _ = translate_endpoint_slice(obj, node_name="node-1")
     assert result is not None
     assert result.by_port == {}
 
 
 def test_slice_port_out_of_range_makes_the_slice_invalid() -> None:
-    obj = endpoint_slice(ep("10.244.1.11"), ports=[{"name": "http", "port": 70000}])
+    obj = web_slice(endpoint("10.244.1.11", OTHER_NODE), ports=[{"name": "http", "port": 70000}])
     with pytest.raises(InvalidObject, match="out of range"):
         translate_endpoint_slice(obj, node_name="node-1")
 
 
 def test_endpoint_without_addresses_is_ignored() -> None:
-    obj = endpoint_slice({"addresses": []}, {"nodeName": "node-1"}, ep("10.244.1.11"))
+    obj = web_slice({"addresses": []}, {"nodeName": "node-1"}, endpoint("10.244.1.11", OTHER_NODE))
     assert [e.ip for e in slice_endpoints(obj)] == ["10.244.1.11"]
 
 
 def test_endpoint_with_a_bad_address_makes_the_slice_invalid() -> None:
     with pytest.raises(InvalidObject, match="not an IP address"):
-        translate_endpoint_slice(endpoint_slice(ep("10.244.1.300")), node_name="node-1")
+        translate_endpoint_slice(
+            web_slice(endpoint("10.244.1.300", OTHER_NODE)), node_name="node-1"
+        )
 
 
 def test_endpoints_on_this_node_are_local() -> None:
-    obj = endpoint_slice(
-        ep("10.244.1.11", "node-1"), ep("10.244.2.12", "node-2"), ep("10.244.3.1", None)
+    obj = web_slice(
+        endpoint("10.244.1.11", "node-1"),
+        endpoint("10.244.2.12", "node-2"),
+        endpoint("10.244.3.1", None),
     )
     local = {e.ip: e.is_local for e in slice_endpoints(obj)}
     assert local == {"10.244.1.11": True, "10.244.2.12": False, "10.244.3.1": False}
 
 
 def test_no_endpoint_is_local_when_the_node_has_no_name() -> None:
-    obj = endpoint_slice({"addresses": ["10.244.1.11"], "nodeName": ""})
+    obj = web_slice({"addresses": ["10.244.1.11"], "nodeName": ""})
     assert not slice_endpoints(obj, node_name="")[0].is_local
 
 
 def test_zone_and_hints_are_kept() -> None:
-    raw = ep("10.244.1.11")
+    raw = endpoint("10.244.1.11", OTHER_NODE)
     raw["zone"] = "zone-a"
     raw["hints"] = {"forZones": [{"name": "zone-b"}, {"name": "zone-a"}]}
-    (endpoint,) = slice_endpoints(endpoint_slice(raw))
-    assert (endpoint.zone, endpoint.zone_hints) == ("zone-a", ("zone-a", "zone-b"))
+    (translated,) = slice_endpoints(web_slice(raw))
+    assert (translated.zone, translated.zone_hints) == ("zone-a", ("zone-a", "zone-b"))
 
 
 # --- merging slices ---------------------------------------------------------------------------
@@ -484,26 +473,32 @@ def test_zone_and_hints_are_kept() -> None:
 def slices_of(*endpoint_lists: list[dict[str, Any]]) -> tuple[Endpoint, ...]:
     parsed = []
     for endpoints in endpoint_lists:
-        result, _ = translate_endpoint_slice(endpoint_slice(*endpoints), node_name="node-1")
+        result, _ = translate_endpoint_slice(web_slice(*endpoints), node_name="node-1")
         assert result is not None
         parsed.append(result)
     return merge_endpoints(parsed)[WEB_HTTP]
 
 
 def test_endpoint_listed_by_two_slices_is_counted_once() -> None:
-    merged = slices_of([ep("10.244.1.11"), ep("10.244.2.12")], [ep("10.244.2.12")])
+    merged = slices_of(
+        [endpoint("10.244.1.11", OTHER_NODE), endpoint("10.244.2.12", OTHER_NODE)],
+        [endpoint("10.244.2.12", OTHER_NODE)],
+    )
     assert [str(e) for e in merged] == ["10.244.1.11:8080", "10.244.2.12:8080"]
 
 
 @pytest.mark.parametrize("local_first", [True, False])
 def test_duplicate_endpoint_prefers_the_copy_on_this_node(local_first: bool) -> None:
-    local, remote = [ep("10.244.1.11", "node-1")], [ep("10.244.1.11", None)]
+    local, remote = [endpoint("10.244.1.11", "node-1")], [endpoint("10.244.1.11", None)]
     merged = slices_of(local, remote) if local_first else slices_of(remote, local)
     assert [e.is_local for e in merged] == [True]
 
 
 def test_endpoints_are_ordered_by_their_ip_port_string_as_kube_proxy_does() -> None:
-    merged = slices_of([ep("10.244.2.12"), ep("10.244.10.5")], [ep("10.244.1.11")])
+    merged = slices_of(
+        [endpoint("10.244.2.12", OTHER_NODE), endpoint("10.244.10.5", OTHER_NODE)],
+        [endpoint("10.244.1.11", OTHER_NODE)],
+    )
     assert [e.ip for e in merged] == ["10.244.1.11", "10.244.10.5", "10.244.2.12"]
 
 
@@ -511,15 +506,15 @@ def test_endpoints_are_ordered_by_their_ip_port_string_as_kube_proxy_does() -> N
 
 
 def test_one_invalid_service_never_prevents_the_others_from_being_programmed() -> None:
-    bad = service(type="NodePrt")
+    bad = web_service(type="NodePrt")
     bad["metadata"]["name"] = "broken"
-    other = copy.deepcopy(service(clusterIP="10.96.10.21"))
+    other = copy.deepcopy(web_service(clusterIP="10.96.10.21"))
     other["metadata"]["name"] = "api"
-    bad_slice = endpoint_slice(ep("10.244.1.12"), endpoints="oops")
+    bad_slice = web_slice(endpoint("10.244.1.12", OTHER_NODE), endpoints="oops")
     bad_slice["metadata"]["name"] = "web-broken"
     state = translate_cluster(
-        services=[service(), "garbage", bad, None, other, {"metadata": {}}],
-        endpoint_slices=[endpoint_slice(ep("10.244.1.11")), 17, bad_slice],
+        services=[web_service(), "garbage", bad, None, other, {"metadata": {}}],
+        endpoint_slices=[web_slice(endpoint("10.244.1.11", OTHER_NODE)), 17, bad_slice],
         node=NODE,
     )
     assert [str(p.name) for p in state.services] == ["shop/api:http", "shop/web:http"]
@@ -532,14 +527,14 @@ def test_one_invalid_service_never_prevents_the_others_from_being_programmed() -
 
 
 def test_skipped_services_are_reported_with_their_namespace_and_name() -> None:
-    bad = service(type="NodePrt")
+    bad = web_service(type="NodePrt")
     state = translate_cluster(services=[bad], endpoint_slices=[], node=NODE)
     assert [str(s) for s in state.skipped] == ["Service shop/web: unknown type 'NodePrt'"]
 
 
 def test_service_ports_are_in_a_stable_order_whatever_the_input_order() -> None:
-    a = service(ports=[{"name": "b", "port": 81}, {"name": "a", "port": 80}])
-    b = service(clusterIP="10.96.0.5")
+    a = web_service(ports=[{"name": "b", "port": 81}, {"name": "a", "port": 80}])
+    b = web_service(clusterIP="10.96.0.5")
     b["metadata"] = {"name": "api", "namespace": "default"}
     one = translate_cluster(services=[a, b], endpoint_slices=[], node=NODE)
     two = translate_cluster(services=[b, a], endpoint_slices=[], node=NODE)
@@ -548,7 +543,7 @@ def test_service_ports_are_in_a_stable_order_whatever_the_input_order() -> None:
 
 
 def test_translating_does_not_modify_the_input() -> None:
-    objects = [service(externalIPs=["198.51.100.20", "2001:db8::1"])]
+    objects = [web_service(externalIPs=["198.51.100.20", "2001:db8::1"])]
     before = copy.deepcopy(objects)
     translate_cluster(services=objects, endpoint_slices=[], node=NODE)
     assert objects == before

@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REQUIRE_KERNEL
+from tests.support.needs import skip_or_fail
+from tests.support.paths import REPO
 from tests.vm.guest_checks import CHECK_NAMES
 
-REPO = Path(__file__).resolve().parents[2]
 RUN_IN_KERNEL = REPO.parent / "shared" / "tools" / "run-in-kernel.sh"
 GUEST_SCRIPT = Path(__file__).resolve().parent / "guest_checks.py"
 DEFAULT_TIMEOUT = 600
@@ -40,18 +40,12 @@ def _missing() -> str | None:
     return None
 
 
-def _skip_or_fail(reason: str) -> None:
-    if REQUIRE_KERNEL:
-        pytest.fail(f"{reason} (PYKUBEPROXY_REQUIRE_KERNEL_TESTS=1)")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def guest_report() -> dict[str, Any]:
     """Boot once, run every check, return the parsed report."""
     reason = _missing()
     if reason:
-        _skip_or_fail(reason)
+        skip_or_fail(reason)
     env = dict(os.environ)
     env.setdefault("RIK_MEM", "1G")
     env.setdefault("RIK_TIMEOUT", str(DEFAULT_TIMEOUT))

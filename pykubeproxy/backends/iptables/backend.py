@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import time
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
 
 from pykubeproxy.backends import BackendError, Mode, SetupError, SyncOutcome
+from pykubeproxy.backends.iptables.assemble import Renderer, fixed_tables, render_tables
 from pykubeproxy.backends.iptables.kernel import (
     Iptables,
     IptablesBinaries,
@@ -16,9 +20,9 @@ from pykubeproxy.backends.iptables.kernel import (
     detect_backend,
 )
 from pykubeproxy.backends.iptables.memory import MemoryIptables
-from pykubeproxy.backends.iptables.render import RenderOptions, render_ruleset
-from pykubeproxy.backends.iptables.ruleset import Ruleset
+from pykubeproxy.backends.iptables.render import RenderOptions
 from pykubeproxy.backends.iptables.sync import IptablesSyncer, SyncResult, chunk_rules
+from pykubeproxy.backends.iptables.tables import Tables
 from pykubeproxy.config import Config
 from pykubeproxy.log import get_logger
 from pykubeproxy.model import FAMILY, Node, ProxyState, ServiceName
@@ -52,10 +56,10 @@ def render_options(config: Config, node: Node) -> RenderOptions:
 
 
 def written_per_table(payloads: tuple[str, ...]) -> dict[str, int]:
-    """Rules (-A and -I lines) written per table by restore payloads."""
+    """Rules (-A and -I lines) written per table by restore payloads, read as one stream."""
     written: Counter[str] = Counter()
+    table = ""
     for payload in payloads:
-        table = ""
         for line in payload.splitlines():
             if line.startswith("*"):
                 table = line[1:]
@@ -68,13 +72,14 @@ def outcome(result: SyncResult, *, operations: tuple[str, ...] = ()) -> SyncOutc
     """A mode-neutral outcome of one iptables sync (IPVS mode adds its own operations)."""
     return SyncOutcome(
         full=result.full,
-        desired=result.ruleset,
+        desired=result.desired,
         wrote=result.wrote or bool(operations),
         rules_written=written_per_table(result.plan.payloads),
         chains_written=result.plan.chains_written,
         chains_deleted=result.plan.chains_deleted,
         operations=operations,
         rejected=result.rejected,
+        phases=result.phases,
     )
 
 
@@ -102,6 +107,28 @@ def open_kernel(config: Config, *, dry_run: bool) -> Iptables:
     return KernelIptables(IptablesBinaries(choice.backend))
 
 
+@dataclass(frozen=True, slots=True)
+class RenderedRules:
+    """What iptables mode programmed, as `Programmed`: rendered again only when someone looks
+    (/rules, --dry-run), so that between syncs the proxy keeps digests, not 30 MB of text."""
+
+    state: ProxyState
+    options: RenderOptions
+    counts: Mapping[str, int]
+
+    def tables(self) -> Tables:
+        return render_tables(self.state, self.options)
+
+    def text(self) -> str:
+        return self.tables().text()
+
+    def to_json(self) -> dict[str, Any]:
+        return self.tables().to_json()
+
+    def rule_counts(self) -> Mapping[str, int]:
+        return self.counts
+
+
 class IptablesBackend:
     """kube-proxy's iptables mode: per-Service chains, one restore per sync."""
 
@@ -110,9 +137,12 @@ class IptablesBackend:
     def __init__(self, config: Config, kernel: Iptables) -> None:
         self.config = config
         self.kernel = kernel
+        # The syncer renders subsets from scratch when it looks for refused Services; syncs
+        # render through the cache, which keeps each port's rules between syncs.
         self.rules = IptablesSyncer(
             kernel, render=self.render, chunk_rules=chunk_rules(kernel.backend)
         )
+        self.renderer = Renderer()
 
     @property
     def interface(self) -> str:
@@ -130,8 +160,8 @@ class IptablesBackend:
     def failed_writes(self) -> int:
         return self.rules.failed_restores
 
-    def render(self, state: ProxyState) -> Ruleset:
-        return render_ruleset(state, render_options(self.config, state.node))
+    def render(self, state: ProxyState) -> Tables:
+        return render_tables(state, render_options(self.config, state.node))
 
     def sync(
         self,
@@ -140,7 +170,24 @@ class IptablesBackend:
         full: bool = False,
         changed: frozenset[ServiceName] | None = None,
     ) -> SyncOutcome:
-        return outcome(self.rules.sync(state, full=full))
+        options = render_options(self.config, state.node)
+        phases: dict[str, float] = {}
+        if full or self.rules.needs_full:
+            # Written while it renders: the kernel parses on the other core meanwhile.
+            result = self.rules.sync_streamed(
+                state,
+                render=lambda on_port: self.renderer.render(state, options, on_port=on_port),
+                early=fixed_tables(options),
+            )
+        else:
+            started = time.perf_counter()
+            desired = self.renderer.render(state, options, changed)
+            phases["render"] = round(time.perf_counter() - started, 4)
+            result = self.rules.sync(state, desired=desired)
+        self.renderer.compact()
+        done = outcome(result)
+        programmed = RenderedRules(result.state or state, options, result.desired.rule_counts())
+        return replace(done, desired=programmed, phases={**phases, **done.phases})
 
 
 def _open(config: Config, *, dry_run: bool = False) -> IptablesBackend:

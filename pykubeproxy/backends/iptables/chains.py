@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import functools
 import hashlib
 
@@ -35,15 +34,35 @@ LEGACY_SERVICE_CHAIN_PREFIXES = ("KUBE-XLB-",)
 BUILTIN_CHAINS = frozenset({"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"})
 
 
+_BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+_PAIRS = tuple(_BASE32[i >> 5] + _BASE32[i & 31] for i in range(1024))
+
+
+def chain_hash(text: str) -> str:
+    """First 16 characters of base32(sha256(text)): kube-proxy's chain name suffix.
+
+    10 bytes are exactly 16 base32 characters, looked up ten bits at a time (base64.b32encode
+    costs twice as much, and every endpoint of a first sync needs one).
+    """
+    v = int.from_bytes(hashlib.sha256(text.encode()).digest()[:10], "big")
+    p = _PAIRS
+    return (
+        p[v >> 70]
+        + p[(v >> 60) & 1023]
+        + p[(v >> 50) & 1023]
+        + p[(v >> 40) & 1023]
+        + p[(v >> 30) & 1023]
+        + p[(v >> 20) & 1023]
+        + p[(v >> 10) & 1023]
+        + p[v & 1023]
+    )
+
+
 @functools.lru_cache(maxsize=1 << 17)
 def port_proto_hash(name: ServicePortName, extra: str = "") -> str:
-    """First 16 characters of base32(sha256(name + protocol + extra)), as kube-proxy computes.
-
-    Memoized: every sync asks again for the same names, and hashing was a third of a render.
-    """
-    digest = hashlib.sha256(f"{name}{name.protocol.lower()}{extra}".encode()).digest()
-    # 10 bytes are exactly 16 base32 characters: the prefix kube-proxy keeps.
-    return base64.b32encode(digest[:10]).decode()
+    """The chain name suffix of a Service port (and, with `extra`, of one of its endpoints):
+    the hash of name + protocol + extra, as kube-proxy computes it. Memoized per port."""
+    return chain_hash(f"{name}{name.protocol.lower()}{extra}")
 
 
 def service_chain(name: ServicePortName) -> str:
@@ -68,7 +87,7 @@ def firewall_chain(name: ServicePortName) -> str:
 
 def endpoint_chain(name: ServicePortName, endpoint: Endpoint) -> str:
     """The per-endpoint DNAT chain."""
-    return "KUBE-SEP-" + port_proto_hash(name, str(endpoint))
+    return "KUBE-SEP-" + chain_hash(f"{name}{name.protocol.lower()}{endpoint.ip}:{endpoint.port}")
 
 
 def is_service_chain(chain: str) -> bool:

@@ -8,8 +8,9 @@ so that it runs exactly the code a node runs; the tests use it as the stateful f
 
 from __future__ import annotations
 
-from pykubeproxy.backends.iptables.kernel import IptablesError
-from pykubeproxy.backends.iptables.ruleset import Chain, Ruleset, Table, jump_target
+from pykubeproxy.backends.iptables.chains import BUILTIN_CHAINS
+from pykubeproxy.backends.iptables.kernel import BufferedRestore, IptablesError, RestoreStream
+from pykubeproxy.backends.iptables.ruleset import Ruleset, jump_target, parse_save
 
 BUILTIN = {
     "filter": ("INPUT", "FORWARD", "OUTPUT"),
@@ -46,13 +47,21 @@ class MemoryIptables:
         self.tables: Tables = {t: {c: [] for c in chains} for t, chains in BUILTIN.items()}
         self.written: list[str] = []  # payloads applied (not test runs), in order
 
-    def save(self) -> Ruleset:
-        return Ruleset(
-            tuple(
-                Table(name, tuple(Chain(c, tuple(rules)) for c, rules in chains.items()))
-                for name, chains in self.tables.items()
+    def save_text(self) -> str:
+        """The tables as `iptables-save` prints them (built-in chains with a policy)."""
+        parts = []
+        for name, chains in self.tables.items():
+            parts.append(f"*{name}\n")
+            parts.extend(
+                f":{chain} {'ACCEPT' if chain in BUILTIN_CHAINS else '-'} [0:0]\n"
+                for chain in chains
             )
-        )
+            parts.extend(f"-A {c} {rule}\n" for c, rules in chains.items() for rule in rules)
+            parts.append("COMMIT\n")
+        return "".join(parts)
+
+    def save(self) -> Ruleset:
+        return parse_save(self.save_text())
 
     def restore(self, payload: str, *, test: bool = False) -> None:
         tables = {t: {c: list(r) for c, r in chains.items()} for t, chains in self.tables.items()}
@@ -68,10 +77,13 @@ class MemoryIptables:
                     _apply(tables[table], line)
                 except (KeyError, ValueError, IndexError) as exc:
                     message = f"memory iptables: line {number} failed: {exc!r}"
-                    raise IptablesError(message, line=number) from exc
+                    raise IptablesError(message, line=number, text=line) from exc
         if not test:
             self.tables = tables
             self.written.append(payload)
+
+    def restore_stream(self) -> RestoreStream:
+        return BufferedRestore(self)
 
     def kube_rules(self, table: str) -> int:
         """Rules in KUBE- chains, as `iptables-save | grep -c '^-A KUBE-'` would count them."""
@@ -89,6 +101,7 @@ def _check_jumps(table: str, chains: dict[str, list[str]], line: int) -> None:
                     f"memory iptables: {table} {name} jumps to missing chain {target} "
                     f"(COMMIT at line {line})",
                     line=line,
+                    text="COMMIT",
                 )
 
 

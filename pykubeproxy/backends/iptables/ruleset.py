@@ -7,22 +7,28 @@ the kernel reports can be compared as plain strings.
 
 from __future__ import annotations
 
-import string
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from pykubeproxy.backends.iptables.chains import BUILTIN_CHAINS
 
-_UNQUOTED = frozenset(string.ascii_letters + string.digits + "_-")
+_UNQUOTED = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def quote(value: str) -> str:
     """Quote an argument the way iptables-save does (only when it holds other characters)."""
-    if value and all(ch in _UNQUOTED for ch in value):
+    if _UNQUOTED.fullmatch(value):
         return value
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("'", "\\'")
-    return f'"{escaped}"'
+    return f'"{escape(value)}"'
+
+
+def escape(value: str) -> str:
+    """A value escaped to go between double quotes, as iptables-save writes it."""
+    if "\\" not in value and '"' not in value and "'" not in value:
+        return value
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("'", "\\'")
 
 
 def spec(*parts: str | None) -> str:

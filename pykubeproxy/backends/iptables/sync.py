@@ -1,15 +1,25 @@
-"""One iptables sync: render, read the kernel, write the difference; isolate Services it rejects."""
+"""One iptables sync: write what changed; read the kernel on full syncs; isolate refused Services.
+
+A partial sync compares the desired tables with what the last successful sync wrote and writes
+the chains that differ, without reading the kernel (kube-proxy's partial syncs). A full sync (the
+first, any after a failure, and the periodic one) reads the kernel with iptables-save and writes
+only the drift: on an undisturbed node it writes nothing.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from pykubeproxy.backends import SyncError
-from pykubeproxy.backends.iptables.diff import RestorePlan, plan_restore
+from pykubeproxy.backends.iptables.assemble import PortHook
+from pykubeproxy.backends.iptables.diff import EDIT_MIN_RULES, RestorePlan, plan_restore
 from pykubeproxy.backends.iptables.kernel import Iptables, IptablesError
-from pykubeproxy.backends.iptables.ruleset import Ruleset, format_restore
+from pykubeproxy.backends.iptables.ruleset import Ruleset
+from pykubeproxy.backends.iptables.stream import StreamedWrite
+from pykubeproxy.backends.iptables.tables import Tables, parse_save_tables
 from pykubeproxy.log import get_logger
 from pykubeproxy.model import ProxyState, ServicePort, Skipped
 
@@ -26,16 +36,35 @@ def chunk_rules(backend: str) -> int | None:
 
 log = get_logger("pykubeproxy.iptables")
 
-# state → ruleset, with the node's options bound (iptables mode's or IPVS mode's rules).
-Renderer = Callable[[ProxyState], Ruleset]
+# state → the desired tables, with the node's options bound (iptables or IPVS mode's rules).
+Renderer = Callable[[ProxyState], Tables | Ruleset]
+
+
+def _tables(rendered: Tables | Ruleset) -> Tables:
+    return rendered if isinstance(rendered, Tables) else Tables.from_ruleset(rendered)
+
+
+class _Phases:
+    """Seconds spent in each phase of a sync, for the sync's log line and the benchmarks."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] = round(now - self._last, 4)
+        self._last = now
 
 
 @dataclass(frozen=True, slots=True)
 class SyncResult:
-    full: bool
+    full: bool  # whether the kernel was read and compared
     plan: RestorePlan
-    ruleset: Ruleset
+    desired: Tables  # what the kernel holds now
     rejected: tuple[Skipped, ...] = ()
+    phases: Mapping[str, float] = field(default_factory=dict)  # seconds: read, plan, write
+    state: ProxyState | None = None  # what was programmed, when Services were left out
 
     @property
     def wrote(self) -> bool:
@@ -43,7 +72,7 @@ class SyncResult:
 
 
 class IptablesSyncer:
-    """Keeps one kernel's iptables in step with the desired state, one sync at a time."""
+    """Keeps one kernel's iptables in step with the desired tables, one sync at a time."""
 
     def __init__(
         self,
@@ -57,7 +86,9 @@ class IptablesSyncer:
         self.render = render
         # iptables-nft slows down super-linearly with the size of one transaction.
         self.chunk_rules = chunk_rules
-        # The first sync rewrites everything; so does the one after any failure.
+        # What the last successful sync left in the kernel (what partial syncs compare with).
+        self.written: Tables | None = None
+        # The first sync reads the kernel; so does the one after any failure.
         self.needs_full = True
         # Restores the kernel refused, ever (the metrics count them).
         self.failed_restores = 0
@@ -66,14 +97,28 @@ class IptablesSyncer:
         for payload in plan.payloads:
             self.kernel.restore(payload)
 
-    def sync(self, state: ProxyState, *, full: bool = False) -> SyncResult:
-        full = full or self.needs_full
+    def _written(self, tables: Tables) -> None:
+        """Remember what the kernel now holds, as digests but for chains edited rule by rule."""
+        self.written, self.needs_full = tables.compact(keep_rules=EDIT_MIN_RULES), False
+
+    def _read(self) -> Tables:
+        return parse_save_tables(self.kernel.save_text())
+
+    def sync(
+        self, state: ProxyState, *, full: bool = False, desired: Tables | None = None
+    ) -> SyncResult:
+        """Make the kernel hold `desired` (rendered from `state` when not given)."""
+        full = full or self.needs_full or self.written is None
         self.needs_full = True
-        ruleset = self.render(state)
+        want = desired if desired is not None else _tables(self.render(state))
+        clock = _Phases()
         try:
-            actual = self.kernel.save()
-            plan = plan_restore(ruleset, actual, full=full, chunk_rules=self.chunk_rules)
+            have = self._read() if full or self.written is None else self.written
+            clock.lap("read")
+            plan = plan_restore(want, have, chunk_rules=self.chunk_rules)
+            clock.lap("plan")
             self._write(plan)
+            clock.lap("write")
         except IptablesError as exc:
             self.failed_restores += 1
             log.warning(
@@ -82,44 +127,78 @@ class IptablesSyncer:
                 line=exc.line,
                 text=exc.text,
             )
-            return self._sync_without_rejected(state, ruleset, exc)
-        self.needs_full = False
-        return SyncResult(full, plan, ruleset)
+            return self._sync_without_rejected(state, want, exc)
+        self._written(want)
+        return SyncResult(full, plan, want, phases=clock.seconds)
+
+    def sync_streamed(
+        self,
+        state: ProxyState,
+        *,
+        render: Callable[[PortHook], Tables],
+        early: Tables,
+    ) -> SyncResult:
+        """A full sync written while `render` renders (it calls back with each port's rules)."""
+        self.needs_full = True
+        clock = _Phases()
+        try:
+            have = self._read()
+            clock.lap("read")
+            writer = StreamedWrite(self.kernel, have, early=early, chunk_rules=self.chunk_rules)
+            want = render(writer.port)
+            clock.lap("render_and_write")
+            plan = writer.finish(want)
+            clock.lap("write")
+        except IptablesError as exc:
+            self.failed_restores += 1
+            log.warning(
+                "the kernel refused the restore; looking for the Services it refuses",
+                error=str(exc),
+                line=exc.line,
+                text=exc.text,
+            )
+            return self._sync_without_rejected(state, _tables(self.render(state)), exc)
+        self._written(want)
+        return SyncResult(True, plan, want, phases=clock.seconds)
 
     def _sync_without_rejected(
-        self, state: ProxyState, desired: Ruleset, error: IptablesError
+        self, state: ProxyState, desired: Tables, error: IptablesError
     ) -> SyncResult:
-        """The kernel refused the payload: find the Services it refuses, apply all the others."""
+        """The kernel refused the payload: find the Services it refuses, apply all the others.
+
+        It ends with a full sync, so a refusal caused by rules changed behind our back (a
+        partial sync deleting a rule that is gone) is repaired here too.
+        """
         rejected = self._rejected_ports(state, error, desired)
         keep = tuple(p for p in state.services if p not in rejected)
-        reduced = replace(state, services=keep)
-        ruleset = self.render(reduced)
+        reduced = _tables(self.render(replace(state, services=keep))) if rejected else desired
         try:
-            plan = plan_restore(
-                ruleset, self.kernel.save(), full=True, chunk_rules=self.chunk_rules
-            )
+            plan = plan_restore(reduced, self._read(), chunk_rules=self.chunk_rules)
             self._write(plan)
         except IptablesError as exc:
             self.failed_restores += 1
             raise SyncError(f"the kernel refused the ruleset: {exc}", desired=desired) from exc
+        self.written = reduced.compact(keep_rules=EDIT_MIN_RULES)
         reason = f"rules rejected by the kernel ({error})"
         skipped = tuple(
             Skipped("Service", p.name.namespace, p.name.name, f"port {p.name}: {reason}", True)
             for p in rejected
         )
         # Rejected Services are retried by the next (full) sync: they may be fixed by then.
-        return SyncResult(True, plan, ruleset, skipped)
+        self.needs_full = bool(rejected)
+        programmed = replace(state, services=keep) if rejected else None
+        return SyncResult(True, plan, reduced, skipped, state=programmed)
 
     def _accepts(self, state: ProxyState, ports: Sequence[ServicePort]) -> bool:
-        ruleset = self.render(replace(state, services=tuple(ports)))
+        tables = _tables(self.render(replace(state, services=tuple(ports))))
         try:
-            self.kernel.restore(format_restore(ruleset), test=True)
+            self.kernel.restore(tables.text(), test=True)
         except IptablesError:
             return False
         return True
 
     def _rejected_ports(
-        self, state: ProxyState, error: IptablesError, desired: Ruleset
+        self, state: ProxyState, error: IptablesError, desired: Tables
     ) -> list[ServicePort]:
         if not self._accepts(state, ()):
             raise SyncError(

@@ -16,8 +16,9 @@ from typing import Any
 from pykubeproxy.backends import BackendError, Mode, SetupError, SyncError, SyncOutcome
 from pykubeproxy.backends.iptables.backend import nodeport_cidrs, open_kernel, outcome
 from pykubeproxy.backends.iptables.kernel import Iptables
-from pykubeproxy.backends.iptables.ruleset import Ruleset, format_restore
+from pykubeproxy.backends.iptables.ruleset import Ruleset
 from pykubeproxy.backends.iptables.sync import IptablesSyncer, chunk_rules
+from pykubeproxy.backends.iptables.tables import Tables
 from pykubeproxy.backends.ipvs.apply import cleanup as cleanup_ipvs
 from pykubeproxy.backends.ipvs.apply import destroy_stale_sets, sync_ipvs
 from pykubeproxy.backends.ipvs.errors import IpvsError
@@ -57,7 +58,7 @@ class IpvsProgram:
     """IPVS mode's desired kernel state: virtual servers, kube-ipvs0, ipsets, iptables rules."""
 
     plan: IpvsPlan
-    ruleset: Ruleset
+    rules: Tables
 
     def text(self) -> str:
         addresses = " ".join(self.plan.addresses) or "(none)"
@@ -68,7 +69,7 @@ class IpvsProgram:
             + "# ipsets (ipset restore)\n"
             + format_ipsets(self.plan.ipsets)
             + "# iptables (iptables-restore --noflush)\n"
-            + format_restore(self.ruleset)
+            + self.rules.text()
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -87,11 +88,11 @@ class IpvsProgram:
             ],
             "addresses": list(self.plan.addresses),
             "ipsets": {s.name: list(s.entries) for s in self.plan.ipsets},
-            **self.ruleset.to_json(),
+            **self.rules.to_json(),
         }
 
     def rule_counts(self) -> dict[str, int]:
-        return self.ruleset.rule_counts()
+        return self.rules.rule_counts()
 
 
 class IpvsBackend:
@@ -140,7 +141,7 @@ class IpvsBackend:
         return render_ipvs_ruleset(self._plan(state), ipvs_options(self.config, state.node))
 
     def render(self, state: ProxyState) -> IpvsProgram:
-        return IpvsProgram(self._plan(state), self._render_rules(state))
+        return IpvsProgram(self._plan(state), Tables.from_ruleset(self._render_rules(state)))
 
     def sync(
         self,
@@ -162,7 +163,7 @@ class IpvsBackend:
         except IpvsError as exc:
             self.rules.needs_full = True
             raise SyncError(f"IPVS sync failed: {exc}", desired=desired) from exc
-        result = self.rules.sync(state, full=full)
+        result = self.rules.sync(state, full=full, desired=desired.rules)
         try:
             destroyed = destroy_stale_sets(self.handle, desired.plan.ipsets)
         except IpvsError as exc:
@@ -175,7 +176,7 @@ class IpvsBackend:
         done = outcome(result, operations=operations)
         return replace(
             done,
-            desired=IpvsProgram(desired.plan, result.ruleset),
+            desired=IpvsProgram(desired.plan, result.desired),
             wrote=done.wrote or bool(ipvs.ipset_lines),
         )
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import shlex
-import subprocess
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,19 +11,18 @@ from typing import Any
 
 import yaml
 
+from pykubeproxy.backends.iptables.assemble import render_ruleset
 from pykubeproxy.backends.iptables.backend import render_options
 from pykubeproxy.backends.iptables.chains import BUILTIN_CHAINS
-from pykubeproxy.backends.iptables.render import render_ruleset
-from pykubeproxy.backends.iptables.ruleset import Ruleset, Table
+from pykubeproxy.backends.iptables.ruleset import Ruleset, Table, parse_save
 from pykubeproxy.config import CONFIG_KIND, Config, build_config, read_config_document
 from pykubeproxy.model import ProxyState
 from pykubeproxy.pipeline import NodeIdentity, translate_snapshot
 from pykubeproxy.sources.files import load_files
 from pykubeproxy.store import Store
+from tests.support.netns import Netns
+from tests.support.paths import EXAMPLES, GOLDEN
 
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = REPO / "examples"
-GOLDEN = REPO / "tests" / "golden"
 NODE_NAME = "node-1"
 # Golden cases that render more than their own input.yaml.
 EXTRA_MANIFESTS = {"examples": (EXAMPLES,)}
@@ -62,6 +60,11 @@ def render_manifests(paths: Iterable[Path], settings: dict[str, Any]) -> Rendere
     load_files(store, list(paths))
     identity = NodeIdentity(NODE_NAME, explicit=True)
     return Rendered(translate_snapshot(store.snapshot(), identity).state, build_config(settings))
+
+
+def examples_state() -> ProxyState:
+    """What node-1 programs for the cluster in examples/, as `--from-file examples/` reads it."""
+    return render_manifests([EXAMPLES], {}).state
 
 
 def render_golden_case(case: str) -> Rendered:
@@ -105,43 +108,22 @@ def orphan_chains(ruleset: Ruleset) -> list[str]:
     return orphans
 
 
-def restore_errors(netns: str, text: str) -> list[str]:
+def restore_errors(netns: Netns, text: str) -> list[str]:
     """What each iptables backend says about restore text (`--noflush --test`, in netns)."""
     errors = []
     for binary in RESTORE_BINARIES:
-        result = subprocess.run(
-            ["ip", "netns", "exec", netns, binary, "--noflush", "--test"],
-            input=text,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-        )
+        result = netns.exec(binary, "--noflush", "--test", input=text, check=False, timeout=60)
         if result.returncode != 0:
             errors.append(f"{binary}: {result.stderr.strip()}")
     return errors
 
 
-def saved_rules(netns: str, backend: str, text: str) -> dict[tuple[str, str], list[str]]:
+def saved_rules(netns: Netns, backend: str, text: str) -> dict[tuple[str, str], list[str]]:
     """Load restore text into the namespace (replacing its tables), then read it back with
     iptables-save: (table, chain) → rules, in the kernel's own words."""
-    prefix = ["ip", "netns", "exec", netns]
-    restore = [*prefix, f"iptables-{backend}-restore"]
-    subprocess.run(restore, input=text, text=True, check=True, capture_output=True, timeout=60)
-    saved = subprocess.run(
-        [*prefix, f"iptables-{backend}-save"], text=True, check=True, capture_output=True
-    ).stdout
-    rules: dict[tuple[str, str], list[str]] = {}
-    table = ""
-    for line in saved.splitlines():
-        if line.startswith("*"):
-            table = line[1:]
-        elif line.startswith(":"):
-            rules.setdefault((table, line[1:].split(" ")[0]), [])
-        elif line.startswith("-A "):
-            _, chain, rule = line.split(" ", 2)
-            rules.setdefault((table, chain), []).append(rule)
-    return rules
+    netns.exec(f"iptables-{backend}-restore", input=text, timeout=60)
+    saved = netns.exec(f"iptables-{backend}-save").stdout
+    return rendered_rules(parse_save(saved))
 
 
 def rendered_rules(ruleset: Ruleset) -> dict[tuple[str, str], list[str]]:

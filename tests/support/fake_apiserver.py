@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +29,8 @@ from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
+
+from tests.support.wait import wait_until
 
 JSON = dict[str, Any]
 
@@ -590,13 +592,20 @@ class FakeApiServer:
             r for r in list(self.requests) if r.resource == resource and watch in (None, r.is_watch)
         ]
 
-    def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    def wait_until(self, predicate: Callable[[], bool], *, what: str, timeout: float = 5.0) -> None:
         """Wait (bounded) until predicate() holds; re-checked on every write, request and watch."""
         with self._cond:
-            return self._cond.wait_for(predicate, timeout)
+            # The server notifies on every change, so the wait may be as long as the timeout.
+            wait_until(
+                predicate, what=what, timeout=timeout, interval=timeout, pause=self._cond.wait
+            )
 
-    def wait_for_watches(self, resource: str, count: int = 1, timeout: float = 5.0) -> bool:
-        return self.wait_until(lambda: self.open_watches(resource) >= count, timeout)
+    def wait_for_watches(self, resource: str, count: int = 1, timeout: float = 5.0) -> None:
+        self.wait_until(
+            lambda: self.open_watches(resource) >= count,
+            what=f"{count} open watch(es) of {resource}",
+            timeout=timeout,
+        )
 
     # --- faults
 
@@ -971,102 +980,3 @@ class WatchStream:
             obj = {"kind": self.kind.kind, "apiVersion": self.kind.api_version, **obj}
         line = json.dumps({"type": event_type, "object": obj}, separators=(",", ":"))
         self.http.write_chunk(line.encode() + b"\n")
-
-
-# --- objects -------------------------------------------------------------------------------
-
-
-def _ports(ports: Sequence[int | JSON], *, target: bool) -> list[JSON]:
-    """Port ints become TCP ports; with several, each is named `port-N` (the API requires it)."""
-    out = []
-    for p in ports:
-        if not isinstance(p, int):
-            out.append(dict(p))
-            continue
-        port: JSON = {"name": f"port-{p}" if len(ports) > 1 else "", "protocol": "TCP", "port": p}
-        if target:
-            port["targetPort"] = p
-        out.append(port)
-    return out
-
-
-def make_service(
-    name: str,
-    namespace: str = "default",
-    *,
-    cluster_ip: str = "10.96.0.10",
-    ports: Sequence[int | JSON] = (80,),
-    labels: Mapping[str, str] | None = None,
-    **spec: Any,
-) -> JSON:
-    """A ClusterIP Service as the server returns it (with its defaulted fields); spec overrides."""
-    metadata: JSON = {"name": name, "namespace": namespace}
-    if labels:  # the server omits empty maps
-        metadata["labels"] = dict(labels)
-    return {
-        "kind": "Service",
-        "apiVersion": "v1",
-        "metadata": metadata,
-        "spec": {
-            "type": "ClusterIP",
-            "clusterIP": cluster_ip,
-            "clusterIPs": [cluster_ip],
-            "ipFamilies": ["IPv4"],
-            "ipFamilyPolicy": "SingleStack",
-            "ports": _ports(ports, target=True),
-            "sessionAffinity": "None",
-            "internalTrafficPolicy": "Cluster",
-            **spec,
-        },
-        "status": {"loadBalancer": {}},
-    }
-
-
-def make_endpoint_slice(
-    service: str,
-    namespace: str = "default",
-    *,
-    addresses: Sequence[str] = ("10.244.0.5",),
-    ports: Sequence[int | JSON] = (80,),
-    node_name: str = "node-1",
-    ready: bool = True,
-    name: str | None = None,
-) -> JSON:
-    """An IPv4 EndpointSlice of `service`, one endpoint per address, all on one node."""
-    conditions = {"ready": ready, "serving": ready, "terminating": False}
-    return {
-        "kind": "EndpointSlice",
-        "apiVersion": "discovery.k8s.io/v1",
-        "metadata": {
-            "name": name or f"{service}-abcde",
-            "namespace": namespace,
-            "labels": {
-                "kubernetes.io/service-name": service,
-                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
-            },
-        },
-        "addressType": "IPv4",
-        "endpoints": [
-            {"addresses": [ip], "conditions": dict(conditions), "nodeName": node_name}
-            for ip in addresses
-        ],
-        "ports": _ports(ports, target=False),
-    }
-
-
-def make_node(
-    name: str, ip: str = "192.168.0.10", *, labels: Mapping[str, str] | None = None
-) -> JSON:
-    """A Node with an InternalIP and a Hostname address, labelled as the kubelet does."""
-    return {
-        "kind": "Node",
-        "apiVersion": "v1",
-        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, **(labels or {})}},
-        "spec": {},
-        "status": {
-            "addresses": [
-                {"type": "InternalIP", "address": ip},
-                {"type": "Hostname", "address": name},
-            ]
-        },
-    }
