@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import json
 import math
 import os
@@ -153,19 +154,16 @@ class Names:
     def endpoint(self, index: int, ip: str) -> Check:
         namespace, name = cluster.service_name(index)
         if self.hashed:
-            sep = sep_chain(namespace, name, "http", f"{ip}:8080")
-            return Check(
-                f"{svc_chain(namespace, name, 'http')} -j {sep}",
-                svc_chain(namespace, name, "http"),
-                lambda text, sep=sep: f"-j {sep}" in text,
-            )
+            jump = f"-j {sep_chain(namespace, name, 'http', f'{ip}:8080')}"
+            chain = svc_chain(namespace, name, "http")
+            return Check(f"{chain} {jump}", chain, lambda text: jump in text)
         needle = f"--to-destination {ip}:8080"
         return Check(needle, None, lambda text: needle in text)
 
     @staticmethod
     def service_present(index: int, present: bool) -> Check:
         """KUBE-SERVICES jumps for the Service's cluster IP (present) or no longer (deleted)."""
-        needle = f"-d {cluster._ip(cluster.SERVICE_BASE + index)}/32 "
+        needle = f"-d {cluster.service(index)['spec']['clusterIP']}/32 "  # type: ignore[index]
         if present:
             return Check(f"KUBE-SERVICES has {needle}", "KUBE-SERVICES", lambda t: needle in t)
         return Check(f"KUBE-SERVICES lacks {needle}", "KUBE-SERVICES", lambda t: needle not in t)
@@ -698,8 +696,11 @@ def daemon_api(ctx: Context, backend: str, names: Names) -> JSONDict:
                     daemon,
                     probe,
                     names.endpoint(1, ip),
-                    lambda ip=ip: api.command(
-                        op="update", resource="endpointslices", obj=with_endpoint(1, ip)
+                    functools.partial(
+                        api.command,
+                        op="update",
+                        resource="endpointslices",
+                        obj=with_endpoint(1, ip),
                     ),
                 )
                 out["changes"].append({"what": "endpoint", **result})
@@ -885,7 +886,7 @@ def pykubeproxy_binary() -> str:
 
 def results_path(args: argparse.Namespace, today: str) -> Path:
     if args.json:
-        return args.json
+        return Path(args.json)
     directory = HERE / "results"
     directory.mkdir(exist_ok=True)
     path = directory / f"scale-{today}.json"
@@ -925,8 +926,11 @@ def publish(report: JSONDict, out_path: Path, args: argparse.Namespace) -> None:
 def render(args: argparse.Namespace) -> None:
     path = args.render.resolve()
     report = json.loads(path.read_text(encoding="utf-8"))
-    report["label"] = args.label or report["label"]
-    report["note"] = args.note or report.get("note")
+    if args.label or args.note:
+        # Kept in the JSON, the source of the section, so that a later render keeps them.
+        report["label"] = args.label or report["label"]
+        report["note"] = args.note or report.get("note")
+        path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     publish(report, path, args)
 
 

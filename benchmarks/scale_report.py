@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,14 +26,14 @@ def secs(value: float | None) -> str:
     return f"{value:.3f} s" if value < 1 else f"{value:.2f} s"
 
 
-def med(values: list[float | None]) -> float | None:
+def med(values: Sequence[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return statistics.median(present) if present else None
 
 
 def brief(change: JSONDict) -> str:
     if "error" in change:
-        return change["error"]
+        return str(change["error"])
     parts = [f"-> kernel {secs(change.get('latency'))}"]
     if "detection" in change:
         parts.append(f"(file noticed after {secs(change['detection'])}, net {secs(change['net'])})")
@@ -169,14 +170,16 @@ def rows(result: JSONDict) -> list[Row]:
             continue
         start = part.get("start") or {}
         started = start.get("start_to_synced")
-        checked = bool(start_target) and source == "api" and started is not None
+        start_ok = None
+        if start_target and source == "api" and isinstance(started, float):
+            start_ok = started <= KUBE_PROXY_START_TO_RULES
         out.append(
             Row(
                 n,
                 f"daemon ({title}): start → first sync done",
                 secs(started),
-                target=start_target if checked else "",
-                met=verdict(started <= KUBE_PROXY_START_TO_RULES if checked else None),
+                target=start_target if start_ok is not None else "",
+                met=verdict(start_ok),
             )
         )
         for what, label in (
@@ -335,10 +338,20 @@ figures in `benchmarks/results/`. What is measured:
 - **restart**: `--once` again on the namespace that holds the rules; floor: `iptables-<b>-save`
   of it. **one-chain floor**: `--noflush` restore of one KUBE-SVC chain into that loaded table.
 - **daemon (API)**: `pykubeproxy --kubeconfig` against the tests' fake API server (plain HTTP;
-  TLS comes with another issue) in the same namespace. A change is timed from the API write to
-  the start of the first kernel read (`iptables-<b> -t nat -S CHAIN`, or `iptables-<b>-save -t
-  nat` when that is cheaper) that shows it: the resolution is one read (legacy reads copy the
-  whole table: ~0.6 s at 10 000 Services; nft reads one chain in milliseconds).
+  TLS comes with another issue) in the same namespace; its start figure includes importing the
+  Kubernetes client and the LIST. A change is timed from the API write to the start of the first
+  kernel read (`iptables-<b> -t nat -S CHAIN`, or `iptables-<b>-save -t nat` when that is
+  cheaper) that shows it: the resolution is one read (a legacy read copies the whole table:
+  ~0.6 s at 10 000 Services; nft reads one chain in milliseconds).
+- **the changes**: *one endpoint*: Service 1's first endpoint moves to a fresh address, seen
+  when its KUBE-SVC chain jumps to the new endpoint's KUBE-SEP chain (kube-proxy's chain names,
+  checked against the payload first); *Service added*: a one-port ClusterIP Service and its
+  EndpointSlice (two API writes back to back, timed from the first), seen when nat
+  KUBE-SERVICES has its cluster IP; *deleted*: the same two objects removed, seen when it no
+  longer has it; *stream*: endpoint changes of distinct Services at a fixed rate, each timed
+  alone. Before each single change the benchmark waits (bounded) for the daemon to be idle; a
+  daemon whose periodic full syncs outlast its sync period is never idle, and then the change
+  goes in right after a sync and may meet the next one ("(full sync)" marks it).
 - **daemon (files)**: `--from-file` with the manifest rewritten by an atomic rename. The daemon
   looks at the file about once a second; the time it read the file again is taken from
   /proc/PID/io, and the figure is from that read to the kernel ("net"), the raw figure from the
@@ -348,8 +361,9 @@ figures in `benchmarks/results/`. What is measured:
   median over the quiet window (or at the end), VmHWM as the peak.
 
 Caveats: the machine is shared (other sessions' tests run at the same time; load averages are
-given), single runs have a real spread (see benchmarks/SCALE_PROBE.md), and the kernel probes
-compete with the daemon for the two cores while they poll.
+given), single runs have a real spread (see benchmarks/SCALE_PROBE.md), and the kernel reads
+compete with the daemon for the two cores while they poll (a legacy read at 10 000 Services
+keeps a core busy for ~0.6 s). `--render JSON` rewrites a section from its saved figures.
 """
 
 
@@ -395,6 +409,9 @@ def markdown_section(report: JSONDict, json_path: Path | str) -> str:
 def update_markdown(path: Path, report: JSONDict, json_path: Path | str) -> None:
     section = markdown_section(report, json_path)
     text = path.read_text(encoding="utf-8") if path.exists() else INTRO
+    # The explanation above the sections is this version's: what the figures below mean.
+    first = text.find("<!-- scale-begin: ")
+    text = INTRO + ("\n" + text[first:] if first >= 0 else "")
     label = re.escape(report["label"])
     pattern = re.compile(
         rf"<!-- scale-begin: {label} -->.*?<!-- scale-end: {label} -->\n", re.DOTALL
