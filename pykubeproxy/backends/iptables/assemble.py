@@ -51,6 +51,7 @@ FILTER_CHAINS = (
     c.KUBE_PROXY_FIREWALL,
 )
 NAT_CHAINS = (c.KUBE_SERVICES, c.KUBE_NODEPORTS, c.KUBE_POSTROUTING, c.KUBE_MARK_MASQ)
+NAT = "nat"
 LOCALNET_COMMENT = "block incoming localnet connections"
 _LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 
@@ -163,6 +164,8 @@ class Renderer:
     def __init__(self) -> None:
         self._ports: dict[ServicePortName, tuple[_Key, PortRules]] = {}
         self._options: RenderOptions | None = None
+        self._fresh: set[ServicePortName] = set()  # rendered since the last `compact`
+        self._tables: Tables | None = None  # the last result
         self.rendered = 0  # ports rendered by the last call (the rest came from the cache)
 
     def render(
@@ -174,10 +177,13 @@ class Renderer:
         on_port: PortHook | None = None,
     ) -> Tables:
         """The desired tables; `on_port` sees each port's rules as soon as they are known,
-        with a way to render them again in full (a cached port may keep only digests)."""
+        with a way to render them again in full (a cached port may keep only digests).
+
+        With `changed`, the result is the last one patched where ports changed, and says
+        which chains it touched (the only ones that can differ from the last result)."""
         if opts != self._options:
-            self._ports, self._options, changed = {}, opts, None
-        cache, fresh = self._ports, {}
+            self._ports, self._options, changed, self._fresh = {}, opts, None, set()
+        previous, cache, fresh = self._ports, self._ports, {}
         self.rendered = 0
         endpoints: Mapping[ServicePortName, tuple[Endpoint, ...]] = state.endpoints
         for port in state.services:
@@ -192,15 +198,75 @@ class Renderer:
             if entry is None or entry[0] != key:
                 entry = (key, render_port(port, key[1], opts))
                 self.rendered += 1
+                self._fresh.add(name)
             fresh[name] = entry
             if on_port is not None:
                 on_port(entry[1], _again(port, key[1], opts))
         self._ports = fresh
-        return assemble((entry[1] for entry in fresh.values()), opts)
+        if changed is None or self._tables is None:
+            self._tables = assemble((entry[1] for entry in fresh.values()), opts)
+        else:
+            self._tables = _patched(self._tables, previous, fresh, opts)
+        return self._tables
 
     def compact(self) -> None:
         """Once written: keep digests of the ports' own chains instead of their text."""
-        self._ports = {name: (key, rules.compact()) for name, (key, rules) in self._ports.items()}
+        ports = self._ports
+        names: list[str] = []
+        for name in self._fresh:
+            if (entry := ports.get(name)) is not None:
+                ports[name] = (entry[0], entry[1].compact())
+                names.extend(chain for chain, _ in entry[1].chains)
+        self._fresh = set()
+        if self._tables is not None and names:
+            self._tables = self._tables.digested(NAT, names)
+
+
+def _patched(
+    last: Tables,
+    old: Mapping[ServicePortName, tuple[_Key, PortRules]],
+    new: Mapping[ServicePortName, tuple[_Key, PortRules]],
+    opts: RenderOptions,
+) -> Tables:
+    """`last` with the ports that changed between `old` and `new` put right, and marked."""
+    moved = [n for n, (_, rules) in new.items() if n not in old or old[n][1] is not rules]
+    moved += [n for n in old if n not in new]
+    if not moved:
+        return Tables(tuple(table.touching(()) for table in last))
+    nat, filter_ = last.get(NAT), last.get("filter")
+    assert nat is not None and filter_ is not None
+    chains = dict(nat.chains)
+    touched: set[str] = set()
+    rules = nat.rule_count
+    shared_changed = False
+    for name in moved:
+        before, after = old.get(name), new.get(name)
+        if before is not None:
+            for chain, _ in before[1].chains:
+                chains.pop(chain, None)
+                touched.add(chain)
+            rules -= before[1].rules
+        if after is not None:
+            chains.update(after[1].chains)
+            touched.update(chain for chain, _ in after[1].chains)
+            rules += after[1].rules
+        shared_changed |= (before[1].shared if before else ()) != (after[1].shared if after else ())
+    if not shared_changed:
+        return Tables(
+            (filter_.touching(()), TableState(NAT, nat.builtins, chains, rules, frozenset(touched)))
+        )
+    fresh = assemble((entry[1] for entry in new.values()), opts)
+    fresh_nat, fresh_filter = fresh.get(NAT), fresh.get("filter")
+    assert fresh_nat is not None and fresh_filter is not None
+    for chain in NAT_CHAINS:
+        chains[chain] = fresh_nat.chains[chain]
+    touched.update(NAT_CHAINS)
+    return Tables(
+        (
+            fresh_filter.touching(FILTER_CHAINS),
+            TableState(NAT, nat.builtins, chains, fresh_nat.rule_count, frozenset(touched)),
+        )
+    )
 
 
 def fixed_tables(opts: RenderOptions) -> Tables:

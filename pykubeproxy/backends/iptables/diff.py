@@ -185,18 +185,24 @@ def table_changes(
     for name, rules in want.builtins.items():
         existing = have.builtins.get(name, ()) if have else ()
         changes.jumps.extend(_ensure_jumps(name, rules, existing))
-    for name, body in want.chains.items():
-        if name in skip:
+    # A patched table says which chains can differ from the one it was patched from (`have`).
+    names = want.chains if want.touched is None else want.touched
+    for name in names:
+        if name in skip or name not in want.chains:
             continue
+        body = want.chains[name]
         old = current.get(name)
-        if same_body(old, body):
+        if old is body or same_body(old, body):
             continue
         if isinstance(body, int):
             raise ValueError(f"chain {name} differs from the kernel's but has no text to write")
         edits = _edits(name, old, body) if isinstance(old, str) else None
         changes.writes.append(_Write(name, body) if edits is None else _Write(name, edits, True))
+    candidates = current if want.touched is None else want.touched
     changes.stale = [
-        name for name in current if name not in want.chains and is_owned_chain(want.name, name)
+        name
+        for name in candidates
+        if name in current and name not in want.chains and is_owned_chain(want.name, name)
     ]
     if have is not None and changes.stale:
         # A built-in chain may still jump to a stale chain (left by the other proxy mode).

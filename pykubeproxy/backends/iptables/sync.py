@@ -111,6 +111,8 @@ class IptablesSyncer:
         full = full or self.needs_full or self.written is None
         self.needs_full = True
         want = desired if desired is not None else _tables(self.render(state))
+        if full:
+            want = want.untouched()  # compared with the kernel, not with the last write
         clock = _Phases()
         try:
             have = self._read() if full or self.written is None else self.written

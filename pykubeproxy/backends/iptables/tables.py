@@ -37,6 +37,17 @@ def same_body(old: Body | None, new: Body) -> bool:
     )
 
 
+def _compacted(table: TableState, keep_rules: int) -> TableState:
+    if table.touched is not None:
+        return table.compact_touched(keep_rules)
+    keep = {
+        name
+        for name, body in table.chains.items()
+        if isinstance(body, str) and body.count("\n") >= keep_rules
+    }
+    return table.compact(keep)
+
+
 def _text(body: Body) -> str:
     if isinstance(body, int):
         raise TypeError("a table kept as digests has no rule text")
@@ -66,6 +77,11 @@ class TableState:
     chains: Mapping[str, Body] = field(default_factory=dict)
     # Rules in user chains, when counted as they were rendered (a compact table keeps digests).
     rules: int | None = None
+    # The only chains that may differ from the table this one was patched from (None: any).
+    touched: frozenset[str] | None = None
+
+    def touching(self, names: Collection[str]) -> TableState:
+        return TableState(self.name, self.builtins, self.chains, self.rules, frozenset(names))
 
     @property
     def rule_count(self) -> int:
@@ -80,8 +96,28 @@ class TableState:
 
     def compact(self, keep: Collection[str]) -> TableState:
         """The same table with each body not in `keep` replaced by its digest."""
-        chains = {n: b if n in keep else digest(b) for n, b in self.chains.items()}
+        chains = {
+            n: b if isinstance(b, int) or n in keep else hash(b) for n, b in self.chains.items()
+        }
         return TableState(self.name, self.builtins, chains, self.rule_count)
+
+    def compact_touched(self, keep_rules: int) -> TableState:
+        """Compact only the touched chains (with fewer than `keep_rules` rules); untouched."""
+        small = [
+            n
+            for n in self.touched or ()
+            if isinstance(b := self.chains.get(n), str) and b.count("\n") < keep_rules
+        ]
+        compacted = self.digested(small)
+        return TableState(self.name, self.builtins, compacted.chains, self.rules)
+
+    def digested(self, names: Collection[str]) -> TableState:
+        """The same table (and touched chains) with these chains' bodies as digests."""
+        chains = dict(self.chains)
+        for name in names:
+            if name in chains:
+                chains[name] = digest(chains[name])
+        return TableState(self.name, self.builtins, chains, self.rules, self.touched)
 
     def restore_text(self) -> str:
         """The whole table as `iptables-restore --noflush` input: declared, jumps, rules."""
@@ -124,21 +160,18 @@ class Tables:
     def rule_counts(self) -> dict[str, int]:
         return {table.name: table.rule_count for table in self.tables}
 
+    def untouched(self) -> Tables:
+        """The same tables, not marked as patched (to be compared with anything)."""
+        return Tables(tuple(TableState(t.name, t.builtins, t.chains, t.rules) for t in self.tables))
+
+    def digested(self, table: str, names: Collection[str]) -> Tables:
+        return Tables(tuple(t.digested(names) if t.name == table else t for t in self.tables))
+
     def compact(self, *, keep_rules: int) -> Tables:
         """The same tables keeping the text only of chains with at least `keep_rules` rules
-        (those a later sync may edit rule by rule); the others as digests."""
-        return Tables(
-            tuple(
-                table.compact(
-                    {
-                        name
-                        for name, body in table.chains.items()
-                        if isinstance(body, str) and body.count("\n") >= keep_rules
-                    }
-                )
-                for table in self.tables
-            )
-        )
+        (those a later sync may edit rule by rule); the others as digests. A patched table is
+        compacted where it was touched only (the rest was compacted before)."""
+        return Tables(tuple(_compacted(table, keep_rules) for table in self.tables))
 
     def normalized(self) -> Tables:
         """The same tables with probabilities as the kernel reports them written as ours."""
