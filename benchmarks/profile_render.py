@@ -9,7 +9,7 @@ Phases timed (in-process, time.perf_counter), after the parent wrote the JSON Li
 (benchmarks/cluster.py): read_manifests (JSON decode), Store.replace + snapshot,
 translate_cluster, render_ruleset, format_restore, plan_restore against an empty kernel and
 against an identical one (parse_save of the same rules as iptables-save would print them; the
-no-op diff with full=False, and full=True as today's periodic sync does). With --save-text DIR
+no-op diff). With --save-text DIR
 the restore text is kept (restore-N.txt) for the kernel floors.
 No kernel, no root: everything here is the pure core.
 """
@@ -36,12 +36,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cluster  # benchmarks/cluster.py, beside this file
 
 from pykubeproxy.backends.iptables.assemble import render_ruleset
+from pykubeproxy.backends.iptables.backend import render_options
 from pykubeproxy.backends.iptables.diff import plan_restore
 from pykubeproxy.backends.iptables.render import RenderOptions
 from pykubeproxy.backends.iptables.ruleset import Ruleset, format_restore, parse_save
 from pykubeproxy.config import Config
 from pykubeproxy.model import ProxyState
-from pykubeproxy.pipeline import NodeIdentity, render_options, resolve_node
+from pykubeproxy.pipeline import NodeIdentity, resolve_node
 from pykubeproxy.sources.files import read_manifests
 from pykubeproxy.store import Snapshot, Store
 from pykubeproxy.translate import translate_cluster
@@ -142,17 +143,14 @@ def phases(services: int, path: Path, keep_text: Path | None) -> dict[str, objec
     ruleset = p.run("render_ruleset", lambda: render_ruleset(state, opts))
     text = p.run("format_restore", lambda: format_restore(ruleset))
     empty = Ruleset(())
-    p.run("plan_restore vs empty", lambda: plan_restore(ruleset, empty, full=True))
+    p.run("plan_restore vs empty", lambda: plan_restore(ruleset, empty))
     p.run(
         "plan_restore vs empty, nft chunks",
-        lambda: plan_restore(ruleset, empty, full=True, chunk_rules=2000),
+        lambda: plan_restore(ruleset, empty, chunk_rules=2000),
     )
     saved = save_text(ruleset)
     actual = p.run("parse_save (same rules)", lambda: parse_save(saved))
-    noop = p.run("plan_restore vs identical", lambda: plan_restore(ruleset, actual, full=False))
-    full = p.run(
-        "plan_restore vs identical, full=True", lambda: plan_restore(ruleset, actual, full=True)
-    )
+    noop = p.run("plan_restore vs identical", lambda: plan_restore(ruleset, actual))
     assert not noop.payloads, "the no-op diff wrote something"
     if keep_text is not None:
         keep_text.mkdir(parents=True, exist_ok=True)
@@ -166,7 +164,6 @@ def phases(services: int, path: Path, keep_text: Path | None) -> dict[str, objec
         "expected_nat_rules": cluster.expected(services).nat_rules,
         "restore_bytes": len(text),
         "json_bytes": path.stat().st_size,
-        "full_rewrite_chains": full.chains_written,
         "start_rss_mib": round(start_rss, 1),
         "peak_rss_mib": round(peak_rss_mib(), 1),
         "phases": p.rows,
