@@ -426,7 +426,8 @@ def write_list(path: Path, items: list[JSONDict]) -> float:
 
 def daemon_files(ctx: Context, manifest: Path, backend: str, names: Names) -> JSONDict:
     services = ctx.args.current_services
-    directory = ctx.workdir / f"daemon-files-{backend}"
+    # One directory per N: the daemon reads every manifest in it.
+    directory = ctx.workdir / f"daemon-files-{backend}-{services}"
     directory.mkdir(exist_ok=True)
     path = directory / manifest.name
     shutil.copyfile(manifest, path)
