@@ -90,7 +90,8 @@ from scale_support import (  # noqa: E402
     sep_chain,
     svc_chain,
     wait_idle,
-    wait_until,
+    wait_written,
+    written_by,
 )
 
 JSONDict = dict[str, Any]
@@ -345,25 +346,21 @@ def measured_change(
     deadline = time.monotonic() + ctx.args.change_timeout
     watch = ReadWatch(daemon.pid, manifest_size, deadline).start() if manifest_size else None
     at = apply()
-    seen: Seen = wait_until(lambda: check.read(probe), deadline)
+    seen: Seen = wait_written(daemon, lambda: check.read(probe), at, deadline)
     if watch is not None:
         watch.stop()
     result: JSONDict = {"check": check.describe, "reads": seen.reads}
-    if seen.at is None:
+    if seen.at is None or seen.line is None:
         result["error"] = "not seen in the kernel before the timeout"
         return result
     result["latency"] = seen.at - at
-    result["resolution"] = (seen.at - seen.before) if seen.before is not None else None
     if watch is not None and watch.at is not None:
         result["detection"] = watch.at - at
         result["net"] = seen.at - watch.at
-    after = max(at, seen.before or at)
-    got = daemon.next_sync(after, 120.0)
-    if got is not None:
-        line = got[1]
-        result["sync"] = {
-            k: line.get(k) for k in ("event", "seconds", "full", "chains_written", "chains_deleted")
-        } | {k: v for k, v in line.items() if k.startswith("seconds_")}
+    line = seen.line
+    result["sync"] = {
+        k: line.get(k) for k in ("event", "seconds", "full", "chains_written", "chains_deleted")
+    } | {k: v for k, v in line.items() if k.startswith("seconds_")}
     return result
 
 
@@ -477,7 +474,6 @@ def daemon_files(ctx: Context, manifest: Path, backend: str, names: Names) -> JS
             )
             out["changes"].append({"what": "delete", **result})
             log(f"  daemon (files): Service deleted {scale_report.brief(result)}")
-            out["probe_resolution"] = probe.resolution()
             if ctx.args.quiet_on in ("files", "both") and ctx.args.quiet_seconds > 0:
                 out["quiet"] = quiet(ctx, daemon)
                 log(f"  daemon (files): quiet window {scale_report.brief_quiet(out['quiet'])}")
@@ -572,14 +568,20 @@ class ApiServer:
 
 
 def stream(
-    ctx: Context, api: ApiServer, probe: Probe, names: Names, first_generation: int
+    ctx: Context,
+    api: ApiServer,
+    daemon: Daemon,
+    probe: Probe,
+    names: Names,
+    first_generation: int,
 ) -> JSONDict:
     """Endpoint changes at a fixed rate, each to its own Service; event -> kernel for each.
 
     The writes are sent on schedule without waiting for the server's answers; each change's
-    time is the server's own (just before it applied the write). A watcher reads the kernel in
-    a loop: each pending change's chain (`-S CHAIN`) when that is cheaper than one whole-table
-    save for all of them, else the save.
+    time is the server's own (just before it applied the write). After each sync the daemon
+    logs, a watcher reads the kernel once: each pending change's chain (`-S CHAIN`) when that
+    is cheaper than one whole-table save for all of them, else the save; a change it finds is
+    timed at the line of the last sync that ended before that read began.
     """
     services = ctx.args.current_services
     changes = min(ctx.args.changes, services - 2)
@@ -603,34 +605,41 @@ def stream(
     cost_table = [probe.durations[-1]]
 
     def watcher() -> None:
+        # After each sync line, one look at the kernel for every change not seen yet (a change
+        # may be written before its API answer is collected: all are looked for).
+        since = time.monotonic()
         while time.monotonic() < deadline:
             with lock:
-                waiting = [(k, checks[k]) for k in applied if k not in seen]
+                waiting = [(k, c) for k, c in checks.items() if k not in seen]
                 done = not sending.is_set() and len(applied) == len(indices)
             if not waiting:
-                if done:
+                return
+            got = daemon.next_sync(since, min(1.0, max(0.0, deadline - time.monotonic())))
+            if got is None:
+                if done and daemon.proc.poll() is not None:
                     return
-                time.sleep(0.005)
                 continue
+            since = got[0] + 1e-6
             by_chain = all(c.chain is not None for _, c in waiting)
             cheaper = len(waiting) * statistics.median(cost_chain) <= statistics.median(cost_table)
+            found: list[tuple[int, float]] = []
             if by_chain and cheaper:
                 for key, check in waiting:
                     started, holds = check.read(probe)
                     cost_chain.append(probe.durations[-1])
                     if holds:
-                        with lock:
-                            seen.setdefault(key, started)
-                continue
-            started, text = probe.table()
-            cost_table.append(probe.durations[-1])
-            if text is None:
-                continue
-            for key, check in waiting:
-                # An endpoint's KUBE-SEP name is its own: finding the jump anywhere will do.
-                if check.holds(text):
-                    with lock:
-                        seen.setdefault(key, started)
+                        found.append((key, started))
+            else:
+                started, text = probe.table()
+                cost_table.append(probe.durations[-1])
+                if text is not None:
+                    # An endpoint's KUBE-SEP name is its own: finding the jump anywhere will do.
+                    found = [(key, started) for key, check in waiting if check.holds(text)]
+            lines = daemon.syncs(t0)
+            with lock:
+                for key, started in found:
+                    n = written_by(lines, started)
+                    seen.setdefault(key, lines[n][0] if n is not None else got[0])
 
     def collector() -> None:
         for index in indices:
@@ -646,9 +655,9 @@ def stream(
         threading.Thread(target=watcher, name="kernel-watch", daemon=True),
         threading.Thread(target=collector, name="api-answers", daemon=True),
     ]
+    t0 = time.monotonic()
     for thread in threads:
         thread.start()
-    t0 = time.monotonic()
     try:
         for k, index in enumerate(indices):
             time.sleep(max(0.0, t0 + k / ctx.args.rate - time.monotonic()))
@@ -733,11 +742,10 @@ def daemon_api(ctx: Context, backend: str, names: Names) -> JSONDict:
             )
             out["changes"].append({"what": "delete", **result})
             log(f"  daemon (API): Service deleted {scale_report.brief(result)}")
-            out["probe_resolution"] = probe.resolution()
             if ctx.args.changes > 0:
                 settle(ctx, daemon)
                 out["stream"] = stream(
-                    ctx, api, Probe(ns, backend, ctx.env, ctx.timeout), names, 1000
+                    ctx, api, daemon, Probe(ns, backend, ctx.env, ctx.timeout), names, 1000
                 )
                 s = out["stream"]
                 log(

@@ -339,10 +339,13 @@ figures in `benchmarks/results/`. What is measured:
   of it. **one-chain floor**: `--noflush` restore of one KUBE-SVC chain into that loaded table.
 - **daemon (API)**: `pykubeproxy --kubeconfig` against the tests' fake API server (plain HTTP;
   TLS comes with another issue) in the same namespace; its start figure includes importing the
-  Kubernetes client and the LIST. A change is timed from the API write to the start of the first
-  kernel read (`iptables-<b> -t nat -S CHAIN`, or `iptables-<b>-save -t nat` when that is
-  cheaper) that shows it: the resolution is one read (a legacy read copies the whole table:
-  ~0.6 s at 10 000 Services; nft reads one chain in milliseconds).
+  Kubernetes client and the LIST. A change is timed from the API write to the log line of
+  the sync that wrote it: after each `synced` line the kernel is read once (`iptables-<b> -t
+  nat -S CHAIN`, or `iptables-<b>-save -t nat` when that is cheaper), and the first read that
+  shows the change names the last sync that ended before the read began. Reading only between
+  syncs keeps the measurement out of the write it measures (a legacy read copies the whole
+  table under the kernel's table lock: ~1 s at 10 000 Services; before 2026-12-03 the
+  benchmark read in a loop and its reads slowed legacy writes about twofold).
 - **the changes**: *one endpoint*: Service 1's first endpoint moves to a fresh address, seen
   when its KUBE-SVC chain jumps to the new endpoint's KUBE-SEP chain (kube-proxy's chain names,
   checked against the payload first); *Service added*: a one-port ClusterIP Service and its

@@ -295,26 +295,53 @@ class Probe:
         return statistics.median(self.durations) if self.durations else None
 
 
+# A kernel read's snapshot is taken within milliseconds of its start (legacy: one getsockopt of
+# the table; nft: one netlink dump), before the printing that takes the rest of its time.
+SNAPSHOT_DELAY = 0.05
+
+
 @dataclass
 class Seen:
-    at: float | None  # monotonic start of the first read that showed it; None: never (timed out)
-    before: float | None  # start of the read before it (the change happened after this)
+    at: float | None  # monotonic arrival of the sync line that wrote it; None: never (timed out)
+    line: dict[str, object] | None  # that sync line
     reads: int
 
 
-def wait_until(read: Callable[[], tuple[float, bool]], deadline: float, pause: float = 0.0) -> Seen:
-    """Read until the condition holds or the deadline passes (bounded)."""
-    previous = None
+def written_by(lines: list[tuple[float, dict[str, object]]], read_started: float) -> int | None:
+    """Which of `lines` (sync lines in arrival order) wrote what a read started then shows: the
+    last that arrived before the read's snapshot (a sync's line follows its write by a few ms)."""
+    found = None
+    for n, (t, _) in enumerate(lines):
+        if t <= read_started + SNAPSHOT_DELAY:
+            found = n
+    return found
+
+
+def wait_written(
+    daemon: Daemon, read: Callable[[], tuple[float, bool]], after: float, deadline: float
+) -> Seen:
+    """Wait for the sync that puts a change made at `after` into the kernel (bounded).
+
+    The kernel is read once after each sync line the daemon logs, never while a sync may be
+    writing for lack of news: a read competes with the sync for the kernel's table lock (legacy:
+    a whole-table copy, ~1 s at 10 000 Services) and would slow the very write being timed. The
+    change's time in the kernel is the arrival of the line of the sync that wrote it.
+    """
     reads = 0
+    since = after
     while time.monotonic() < deadline:
+        got = daemon.next_sync(since, deadline - time.monotonic())
+        if got is None:
+            break
+        since = got[0] + 1e-6
         started, holds = read()
         reads += 1
         if holds:
-            return Seen(started, previous, reads)
-        previous = started
-        if pause:
-            time.sleep(pause)
-    return Seen(None, previous, reads)
+            lines = daemon.syncs(after)
+            n = written_by(lines, started)
+            t, line = lines[n] if n is not None else got
+            return Seen(t, line, reads)
+    return Seen(None, None, reads)
 
 
 # --- /proc ------------------------------------------------------------------------------------
