@@ -18,6 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pykubeproxy.backends import BackendError, SetupError, SyncError, cleanup_all, open_backend
 from pykubeproxy.config import Config
@@ -25,7 +26,7 @@ from pykubeproxy.conntrack import Conntrack
 from pykubeproxy.health import ProxyHealth
 from pykubeproxy.log import get_logger
 from pykubeproxy.loop import run_sync_loop
-from pykubeproxy.metrics import ProxyMetrics, standard_registry
+from pykubeproxy.metrics import ClientMetrics, ProxyMetrics, standard_registry
 from pykubeproxy.observe import Observer
 from pykubeproxy.pipeline import NodeIdentity
 from pykubeproxy.proxy import Proxy, collector_paused
@@ -33,6 +34,9 @@ from pykubeproxy.servers import Listener, ListenError, RulesView, health_routes,
 from pykubeproxy.sources import Source
 from pykubeproxy.sources.files import FileSource, load_files
 from pykubeproxy.store import Store
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -137,22 +141,28 @@ def run_once(config: Config, run: Run) -> int:
     return EXIT_OK
 
 
-def _source(config: Config, run: Run, node_name: str, store: Store) -> Source:
+def _source(
+    config: Config, run: Run, node_name: str, *, store: Store, registry: CollectorRegistry
+) -> Source:
     if run.from_file:
         return FileSource(store, run.from_file)
+    from pykubeproxy.sources.client_metrics import RequestMetrics, api_host
     from pykubeproxy.sources.kube import KubeSource, RateLimiter, api_client, requesters
 
     api = api_client(config.kubeconfig, config.master)
+    observer = RequestMetrics(ClientMetrics(registry), api_host(api.configuration.host))
     return KubeSource(
         request_by_kind=requesters(api, node_name),
         store=store,
         limiter=RateLimiter(config.api_qps, config.api_burst),
+        observer=observer,
     )
 
 
-def _serve(config: Config, proxy: Proxy, store: Store) -> list[Listener]:
+def _serve(
+    config: Config, proxy: Proxy, store: Store, *, registry: CollectorRegistry
+) -> list[Listener]:
     """Metrics, /rules, /healthz and /livez, fed by every change and sync; SIGUSR1 logs rules."""
-    registry = standard_registry()
     metrics = ProxyMetrics(registry, started=time.time())
     metrics.backend.info({"mode": proxy.backend.mode, "backend": proxy.backend.interface})
     health = ProxyHealth(timeout=2 * proxy.backend.periods[1])
@@ -210,8 +220,10 @@ def run_proxy(config: Config, run: Run) -> int:
         log.error("cannot start", error=str(exc))
         return EXIT_FAILURE
     store = Store()
+    # Made before the source, whose first requests the API client metrics count.
+    registry = standard_registry()
     try:
-        source = _source(config, run, proxy.identity.name, store)
+        source = _source(config, run, proxy.identity.name, store=store, registry=registry)
     except Exception as exc:  # the client raises several kinds for a bad or missing config
         log.error("cannot configure the Kubernetes API client", error=str(exc))
         return EXIT_FAILURE
@@ -219,17 +231,23 @@ def run_proxy(config: Config, run: Run) -> int:
     # survives, so collections would be wasted work; _settle_heap turns the collector back on.
     gc.disable()
     try:
-        return _serve_until_stopped(config, run, proxy, store, source)
+        return _serve_until_stopped(config, run, proxy, store, source, registry=registry)
     finally:
         gc.enable()
 
 
 def _serve_until_stopped(
-    config: Config, run: Run, proxy: Proxy, store: Store, source: Source
+    config: Config,
+    run: Run,
+    proxy: Proxy,
+    store: Store,
+    source: Source,
+    *,
+    registry: CollectorRegistry,
 ) -> int:
     source.start()
     try:
-        listeners = _serve(config, proxy, store)
+        listeners = _serve(config, proxy, store, registry=registry)
     except ListenError as exc:
         log.error("cannot start", error=str(exc))
         source.stop(timeout=2.0)

@@ -33,6 +33,8 @@ PROGRAMMING_BUCKETS = (
     *range(60, 120, 5),
     *range(120, 301, 30),
 )
+# client-go's rest client latency buckets (component-base/metrics/prometheus/restclient)
+CLIENT_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
 _FAMILY = ("ip_family",)
 
 MetricType: TypeAlias = type[Counter] | type[Gauge] | type[Histogram] | type[Info]
@@ -311,6 +313,37 @@ class ProxyMetrics:
                 external += port.external_policy_local
         self.no_local_endpoints.labels("internal").set(internal)
         self.no_local_endpoints.labels("external").set(external)
+
+
+class ClientMetrics:
+    """client-go's metrics of requests to the API server, registered in the registry given.
+
+    Only a proxy that reads the API server has them: like a Go binary, which omits a vector
+    that has no series yet, a proxy reading files exports neither.
+    """
+
+    requests: Annotated[
+        Counter,
+        Declaration(
+            "rest_client_requests_total",
+            "Number of HTTP requests, partitioned by status code, method, and host.",
+            labels=("code", "method", "host"),
+        ),
+    ]
+    duration: Annotated[
+        Histogram,
+        Declaration(
+            "rest_client_request_duration_seconds",
+            "Request latency in seconds. Broken down by verb, and host.",
+            labels=("verb", "host"),
+            buckets=CLIENT_BUCKETS,
+        ),
+    ]
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        for attribute, kind, declaration in _declared(ClientMetrics):
+            metric = declaration.register(kind, registry=registry, ip_family="")
+            setattr(self, attribute, metric)
 
 
 def standard_registry() -> CollectorRegistry:

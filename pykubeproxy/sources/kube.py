@@ -58,6 +58,16 @@ class Response(Protocol):
 Requester = Callable[..., Response]
 
 
+class RequestObserver(Protocol):
+    """Told of every request a reflector makes (client-go's rest_client_* metrics count them)."""
+
+    def answered(self, status: int | None) -> None:
+        """A request got this HTTP status, or None: no response came (refused, reset, timeout)."""
+
+    def listed(self, seconds: float) -> None:
+        """A LIST page took this long, from the rate limiter's wait to the end of its body."""
+
+
 @dataclass(frozen=True, slots=True)
 class Timing:
     """How long to wait for the API server, and how to back off when it fails."""
@@ -134,6 +144,7 @@ class Reflector:
         timing: Timing = Timing(),
         limiter: RateLimiter | None = None,
         rng: random.Random | None = None,
+        observer: RequestObserver | None = None,
     ) -> None:
         self.kind = kind
         self.request = request
@@ -142,6 +153,7 @@ class Reflector:
         self.timing = timing
         self.limiter = limiter
         self.rng = rng or random.Random()
+        self.observer = observer
         self.synced = threading.Event()
         self._active: Response | None = None
         self.resource_version = ""
@@ -179,23 +191,39 @@ class Reflector:
         except Exception as exc:
             status = getattr(exc, "status", None)
             if isinstance(status, int) and status:
+                self._answered(status)
                 raise _status_error(status, str(getattr(exc, "body", "")).encode()) from exc
+            self._answered(None)
             raise SourceError(f"{type(exc).__name__}: {exc}") from exc
+        self._answered(response.status)
         if response.status >= 400:
             body = response.data
             response.release_conn()
             raise _status_error(response.status, body)
         return response
 
+    def _answered(self, status: int | None) -> None:
+        if self.observer is not None:
+            self.observer.answered(status)
+
+    def _page(self, token: str) -> bytes:
+        """The body of one LIST page; the observer learns how long it took, failed or not."""
+        started = time.monotonic()
+        try:
+            response = self._call(limit=self.timing.page_size, _continue=token or None)
+            try:
+                return response.data
+            finally:
+                response.release_conn()
+        finally:
+            if self.observer is not None:
+                self.observer.listed(time.monotonic() - started)
+
     def _list(self) -> None:
         items: list[ObjectJSON] = []
         token = ""
         while True:
-            response = self._call(limit=self.timing.page_size, _continue=token or None)
-            try:
-                page: ListJSON = json.loads(response.data)
-            finally:
-                response.release_conn()
+            page: ListJSON = json.loads(self._page(token))
             # Slimmed as each page is decoded, so the full objects never pile up; on a re-LIST
             # an unchanged object is the one already held (one copy, and its translation kept).
             items.extend(
@@ -340,6 +368,7 @@ class KubeSource:
         store: Store,
         timing: Timing = Timing(),
         limiter: RateLimiter | None = None,
+        observer: RequestObserver | None = None,
     ) -> None:
         self.stop_event = threading.Event()
         self.reflectors = [
@@ -350,6 +379,7 @@ class KubeSource:
                 stop=self.stop_event,
                 timing=timing,
                 limiter=limiter,
+                observer=observer,
             )
             for kind, request in request_by_kind.items()
         ]
