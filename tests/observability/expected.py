@@ -53,3 +53,11 @@ def same_bounds(have: list[float], want: tuple[float, ...]) -> bool:
     return len(have) == len(want) and all(
         math.isclose(a, b) or a == b for a, b in zip(have, want, strict=True)
     )
+
+
+# client-go's rest client metrics (component-base/metrics/prometheus/restclient/metrics.go)
+CLIENT_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "rest_client_requests_total": ("counter", ("code", "method", "host")),
+    "rest_client_request_duration_seconds": ("histogram", ("verb", "host")),
+}
+CLIENT_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, math.inf)
