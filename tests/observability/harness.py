@@ -3,6 +3,8 @@
 The namespace comes from tests.support.netns, so nothing here touches the host's own namespace
 beyond ``ip netns add|delete|pids`` and ``ip netns exec <ours> ...``: every listener binds
 127.0.0.1 inside the namespace, and every request to it is made from inside (by ``fetch.py``).
+A fake API server for the daemon binds 127.0.0.1 inside the namespace too: its socket is opened
+there (pyroute2's pushns, for this thread only) and served by threads of the test process.
 Processes are stopped by PID.
 """
 
@@ -24,7 +26,9 @@ from typing import Any
 
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+from pyroute2 import netns as pyroute2_netns
 
+from tests.support.fake_apiserver import FakeApiServer
 from tests.support.netns import Netns, Processes, namespace
 from tests.support.paths import EXAMPLES, REPO
 from tests.support.wait import wait_until
@@ -157,22 +161,25 @@ def sync_counts(scrape: Scrape) -> tuple[float, float, float]:
 
 
 class ProxyProcess:
-    """pykubeproxy running from manifest files inside a namespace, logging JSON lines."""
+    """pykubeproxy inside a namespace, logging JSON lines: from manifest files, or from an API
+    server when given a kubeconfig."""
 
-    def __init__(self, ns: Namespace, manifests: Path) -> None:
+    def __init__(self, ns: Namespace, manifests: Path, *, kubeconfig: Path | None = None) -> None:
         self.ns = ns
         self.manifests = manifests
         self.proc = ns.start(
-            [sys.executable, "-m", "pykubeproxy", *self.arguments(manifests)],
+            [sys.executable, "-m", "pykubeproxy", *self.arguments(manifests, kubeconfig)],
             log_name="pykubeproxy",
             cwd=REPO,
         )
 
     @staticmethod
-    def arguments(manifests: Path) -> list[str]:
+    def arguments(manifests: Path, kubeconfig: Path | None = None) -> list[str]:
+        source = (
+            ["--kubeconfig", str(kubeconfig)] if kubeconfig else ["--from-file", str(manifests)]
+        )
         return [
-            "--from-file",
-            str(manifests),
+            *source,
             "--hostname-override",
             "node-1",
             "--iptables-min-sync-period",
@@ -280,6 +287,46 @@ def add_endpoint(manifests: Path, slice_name: str, address: str, *, trigger_time
         annotations["endpoints.kubernetes.io/last-change-trigger-time"] = trigger_time
 
     edit_endpoint_slice(manifests, slice_name, edit)
+
+
+@contextlib.contextmanager
+def api_server_in(ns: Namespace) -> Iterator[FakeApiServer]:
+    """A fake API server listening on 127.0.0.1 inside the namespace only, stopped after."""
+    pyroute2_netns.pushns(ns.name)  # this thread only; the listening socket stays in there
+    try:
+        server = FakeApiServer(bookmark_interval=1.0).start()
+    finally:
+        pyroute2_netns.popns()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+RESOURCES = {"Service": "services", "EndpointSlice": "endpointslices", "Node": "nodes"}
+
+
+def publish(server: FakeApiServer, manifests: Path) -> None:
+    """Create every object of the manifest directory in the API server, as kubectl apply would."""
+    for path in sorted(manifests.glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+            if document:
+                server.create(RESOURCES[document["kind"]], document)
+
+
+def add_endpoint_through_api(
+    server: FakeApiServer, slice_name: str, address: str, *, trigger_time: str
+) -> None:
+    """add_endpoint, written to the API server: one EndpointSlice update (one MODIFIED event)."""
+    found = [s for s in server.objects("endpointslices") if s["metadata"]["name"] == slice_name]
+    assert found, f"no EndpointSlice {slice_name} in the API server"
+    slice_ = found[0]
+    slice_["endpoints"].append(
+        {"addresses": [address], "nodeName": "node-1", "conditions": {"ready": True}}
+    )
+    annotations = slice_["metadata"].setdefault("annotations", {})
+    annotations["endpoints.kubernetes.io/last-change-trigger-time"] = trigger_time
+    server.update("endpointslices", slice_)
 
 
 def finite(value: float) -> bool:

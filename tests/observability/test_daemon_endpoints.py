@@ -75,6 +75,13 @@ def test_metrics_carry_every_kube_proxy_metric_with_its_type_and_labels(
     assert scrape.value("kubeproxy_proxy_livez_total", code="200") is not None
 
 
+def test_from_files_no_api_client_metrics_are_exported(proxy: ProxyProcess) -> None:
+    # No API server, so no host to label a request by: like a Go binary whose rest_client_*
+    # vectors never got a series, the page does not list them at all.
+    scrape = probed_scrape(proxy)
+    assert [name for name in scrape.types if name.startswith("rest_client_")] == []
+
+
 def test_histograms_use_kube_proxys_buckets(proxy: ProxyProcess) -> None:
     scrape = probed_scrape(proxy)
     for name in HISTOGRAMS:

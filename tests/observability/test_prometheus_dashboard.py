@@ -1,7 +1,9 @@
 """The Grafana dashboard: well-formed, kube-proxy-compatible, and every query answered with data.
 
 The last part runs a real Prometheus next to pykubeproxy in a namespace and evaluates each
-panel's expression through its HTTP API, as Grafana would.
+panel's expression through its HTTP API, as Grafana would: ours, and those of kube-prometheus'
+"Kubernetes / Proxy" dashboard (kubernetes-mixin). The daemon reads a fake API server there,
+so that the API client's metrics have requests to count, failed ones included.
 """
 
 from __future__ import annotations
@@ -14,19 +16,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from tests.observability.expected import HISTOGRAMS, KUBE_PROXY_METRICS, PROCESS_METRICS
+from tests.observability.expected import (
+    CLIENT_BUCKETS,
+    CLIENT_METRICS,
+    KUBE_PROXY_METRICS,
+    PROCESS_METRICS,
+    same_bounds,
+)
 from tests.observability.harness import (
     HEALTHZ_URL,
     METRICS_ADDRESS,
     REPO,
     Namespace,
     ProxyProcess,
-    add_endpoint,
+    add_endpoint_through_api,
+    api_server_in,
     finite,
+    publish,
     rfc3339_now,
     sync_counts,
 )
+from tests.support.fake_apiserver import FakeApiServer
 from tests.support.needs import skip_or_fail
 from tests.support.wait import poll, wait_until
 
@@ -64,9 +76,12 @@ def expressions(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def allowed_metric(name: str) -> bool:
-    """kube-proxy's own names, its process collector's, or our extras (pykubeproxy_*)."""
-    histogram_series = {f"{h}{end}" for h in HISTOGRAMS for end in ("_bucket", "_count", "_sum")}
-    other = {name for name, (kind, _) in KUBE_PROXY_METRICS.items() if kind != "histogram"}
+    """kube-proxy's own names (client-go's rest_client_* too), its process collector's, or our
+    extras (pykubeproxy_*)."""
+    exported = {**KUBE_PROXY_METRICS, **CLIENT_METRICS}
+    histograms = [name for name, (kind, _) in exported.items() if kind == "histogram"]
+    histogram_series = {f"{h}{end}" for h in histograms for end in ("_bucket", "_count", "_sum")}
+    other = {name for name, (kind, _) in exported.items() if kind != "histogram"}
     return (
         name in histogram_series
         or name in other
@@ -149,8 +164,12 @@ def test_dashboard_covers_syncs_latency_failures_changes_rules_health_and_proces
         "time() - max by (instance) (kubeproxy_sync_proxy_rules_last_timestamp_seconds{",
         "rate(process_cpu_seconds_total{",
         "process_resident_memory_bytes{",
+        "sum by (instance, code) (rate(rest_client_requests_total{",
     ):
         assert needle in text, needle
+    latency = "sum by (instance, verb, le) (rate(rest_client_request_duration_seconds_bucket{"
+    for quantile in ("0.5", "0.9", "0.99"):
+        assert f"histogram_quantile({quantile}, {latency}" in text, quantile
 
 
 # -- against a real Prometheus --------------------------------------------------------------------
@@ -219,13 +238,36 @@ class Prometheus:
 
 
 @pytest.fixture(scope="module")
+def apiserver(obs_netns: Namespace, cluster: Path) -> Iterator[FakeApiServer]:
+    """The example cluster, and an invalid Service, in a fake API server inside the namespace."""
+    with api_server_in(obs_netns) as server:
+        publish(server, cluster)
+        server.create("services", yaml.safe_load(INVALID_SERVICE))
+        yield server
+
+
+def disturb_services_watch(apiserver: FakeApiServer) -> None:
+    """Cut the Services watch; the next is answered 410, and the relist's first LIST a 500.
+
+    So the API client metrics see 4xx and 5xx codes and timed LIST pages between scrapes.
+    """
+    apiserver.gone_next_watch("services", as_http=True)
+    apiserver.fail_next("services", status=500, verb="list")
+    apiserver.drop_watch("services")
+
+
+@pytest.fixture(scope="module")
 def scraped(
-    obs_netns: Namespace, cluster: Path, tmp_path_factory: pytest.TempPathFactory
+    obs_netns: Namespace,
+    cluster: Path,
+    apiserver: FakeApiServer,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[ProxyProcess, Prometheus]]:
-    """pykubeproxy and Prometheus scraping it, once several syncs (some partial) were scraped."""
+    """pykubeproxy on the API and Prometheus scraping it, once several syncs (some partial)
+    and a relist after a 410 and a 500 were scraped."""
     need_prometheus()
-    (cluster / "invalid.yaml").write_text(INVALID_SERVICE, encoding="utf-8")
-    proxy = ProxyProcess(obs_netns, cluster)
+    kubeconfig = apiserver.write_kubeconfig(tmp_path_factory.mktemp("api") / "kubeconfig")
+    proxy = ProxyProcess(obs_netns, cluster, kubeconfig=kubeconfig)
     prometheus = Prometheus(obs_netns, tmp_path_factory.mktemp("prometheus"))
     proxy.wait_for_syncs(timeout=15)
     wait_until(prometheus.ready, what="Prometheus to be ready", timeout=15)
@@ -236,15 +278,23 @@ def scraped(
         timeout=15,
     )
     # Partial syncs with fresh trigger times between scrapes, so that every histogram, and the
-    # probe counters, grow within the rate window.
+    # probe and request counters, grow within the rate window.
     for round_ in range(1, 3):
 
         def edit(address: str = f"10.244.1.{100 + round_}") -> None:
-            add_endpoint(cluster, "web-abcde", address, trigger_time=rfc3339_now())
+            add_endpoint_through_api(apiserver, "web-abcde", address, trigger_time=rfc3339_now())
+            disturb_services_watch(apiserver)
 
         proxy.edit_after_the_full_sync(edit)
         obs_netns.fetch(f"{HEALTHZ_URL}/healthz", f"{HEALTHZ_URL}/livez")
         proxy.wait_for_syncs(partial=round_)
+        apiserver.wait_until(
+            lambda round_=round_: (
+                len(apiserver.requests_to("services", watch=False)) >= 1 + 2 * round_
+            ),
+            what=f"{round_} relist(s) of Services, each a 500 then a page",
+            timeout=15,
+        )
     yield proxy, prometheus
     obs_netns.stop(prometheus.proc)
     proxy.stop()
@@ -304,3 +354,168 @@ def test_every_panel_query_returns_data_from_prometheus(
         describe="\n".join,
     )
     assert problems == [], "\n".join(problems)
+
+
+# -- kube-prometheus' "Kubernetes / Proxy" dashboard -----------------------------------------------
+
+# Every target of kubernetes-mixin's dashboards/proxy.libsonnet (the grafonnet-lib version with
+# %(grafanaIntervalVar)s and a cluster variable), as (panel title, legend, PromQL), written out
+# with the mixin's defaults: clusterLabel `cluster`, kubeProxySelector `job="kube-proxy"` (our
+# Prometheus' job name), grafanaIntervalVar `$__rate_interval`. Grafana's variables stay in.
+_BUCKETS_BY = "[$__rate_interval])) by (verb, url, le))"
+MIXIN_PROXY_TARGETS: tuple[tuple[str, str, str], ...] = (
+    ("Up", "", 'sum(up{cluster="$cluster", job="kube-proxy"})'),
+    (
+        "Rules Sync Rate",
+        "rate",
+        "sum(rate(kubeproxy_sync_proxy_rules_duration_seconds_count"
+        '{cluster="$cluster", job="kube-proxy", instance=~"$instance"}[$__rate_interval]))',
+    ),
+    (
+        "Rule Sync Latency 99th Quantile",
+        "{{instance}}",
+        "histogram_quantile(0.99,rate(kubeproxy_sync_proxy_rules_duration_seconds_bucket"
+        '{cluster="$cluster", job="kube-proxy", instance=~"$instance"}[$__rate_interval]))',
+    ),
+    (
+        "Network Programming Rate",
+        "rate",
+        "sum(rate(kubeproxy_network_programming_duration_seconds_count"
+        '{cluster="$cluster", job="kube-proxy", instance=~"$instance"}[$__rate_interval]))',
+    ),
+    (
+        "Network Programming Latency 99th Quantile",
+        "{{instance}}",
+        "histogram_quantile(0.99, sum(rate(kubeproxy_network_programming_duration_seconds_bucket"
+        '{cluster="$cluster", job="kube-proxy", instance=~"$instance"}[$__rate_interval]))'
+        " by (instance, le))",
+    ),
+    *(
+        (
+            "Kube API Request Rate",
+            f"{klass}xx",
+            'sum(rate(rest_client_requests_total{cluster="$cluster", job="kube-proxy", '
+            f'instance=~"$instance",code=~"{klass}.."}}[$__rate_interval]))',
+        )
+        for klass in "2345"
+    ),
+    (
+        "Post Request Latency 99th Quantile",
+        "{{verb}} {{url}}",
+        "histogram_quantile(0.99, sum(rate(rest_client_request_duration_seconds_bucket"
+        '{cluster="$cluster", job="kube-proxy",instance=~"$instance",verb="POST"}' + _BUCKETS_BY,
+    ),
+    (
+        "Get Request Latency 99th Quantile",
+        "{{verb}} {{url}}",
+        "histogram_quantile(0.99, sum(rate(rest_client_request_duration_seconds_bucket"
+        '{cluster="$cluster", job="kube-proxy", instance=~"$instance", verb="GET"}' + _BUCKETS_BY,
+    ),
+    (
+        "Memory",
+        "{{instance}}",
+        'process_resident_memory_bytes{cluster="$cluster", job="kube-proxy",instance=~"$instance"}',
+    ),
+    (
+        "CPU usage",
+        "{{instance}}",
+        'rate(process_cpu_seconds_total{cluster="$cluster", job="kube-proxy",'
+        'instance=~"$instance"}[$__rate_interval])',
+    ),
+    (
+        "Goroutines",
+        "{{instance}}",
+        'go_goroutines{cluster="$cluster", job="kube-proxy",instance=~"$instance"}',
+    ),
+)
+# The mixin's instance variable, label_values(up{job="kube-proxy", cluster="$cluster"}, instance),
+# with the cluster variable empty.
+MIXIN_INSTANCE_QUERY = 'up{job="kube-proxy", cluster=""}'
+# Targets that stay empty on pykubeproxy, and why. Every other one must return data.
+MIXIN_EMPTY = {
+    ("Kube API Request Rate", "3xx"): "the API server sends no redirects (and client-go, like "
+    "urllib3, follows one and counts only the final answer)",
+    ("Post Request Latency 99th Quantile", "{{verb}} {{url}}"): "pykubeproxy only reads "
+    "(LIST, WATCH); it does not POST Events as kube-proxy does",
+    ("Goroutines", "{{instance}}"): "a Python process has no goroutines",
+}
+
+
+def mixin_substitute(expr: str, instance_regex: str) -> str:
+    """What Grafana sends for the mixin's targets: its hidden cluster variable has no value here
+    (no series carries a cluster label), so `cluster=""`, which matches series without one."""
+    return substitute(expr, instance_regex).replace("$cluster", "")
+
+
+def test_mixin_targets_are_listed_once_and_the_empty_ones_are_among_them() -> None:
+    keys = [(title, legend) for title, legend, _ in MIXIN_PROXY_TARGETS]
+    assert len(keys) == len(set(keys)) == 14
+    assert set(MIXIN_EMPTY) <= set(keys)
+
+
+def test_mixin_instance_variable_offers_the_scraped_daemon(
+    scraped: tuple[ProxyProcess, Prometheus],
+) -> None:
+    _, prometheus = scraped
+    answer = prometheus.ns.get(
+        prometheus.url("/api/v1/label/instance/values", **{"match[]": MIXIN_INSTANCE_QUERY})
+    )
+    assert answer.status == 200, answer
+    assert answer.json()["data"] == [METRICS_ADDRESS]
+
+
+def test_every_kubernetes_mixin_proxy_query_returns_data_but_the_documented_few(
+    scraped: tuple[ProxyProcess, Prometheus],
+) -> None:
+    _, prometheus = scraped
+    instance = re.escape(METRICS_ADDRESS).replace("\\", "\\\\")
+    queries = {
+        mixin_substitute(expr, instance): (title, legend)
+        for title, legend, expr in MIXIN_PROXY_TARGETS
+    }
+    assert all("$" not in q for q in queries), [q for q in queries if "$" in q]
+
+    def failing() -> list[str]:
+        problems = []
+        for result in prometheus.query(*queries):
+            key = queries[result["expr"]]
+            values = sample_values(result)
+            if result.get("status") != "success":
+                problems.append(f"{key}: {result['expr']}: {result.get('error')}")
+            elif key in MIXIN_EMPTY:
+                if values:
+                    problems.append(f"{key} has data now, {values}: drop it from MIXIN_EMPTY")
+            elif not values or not all(finite(v) for v in values):
+                problems.append(f"{key}: {result['expr']} → {values}")
+        return problems
+
+    problems = poll(
+        failing,
+        until=lambda found: not found,
+        what="every kubernetes-mixin proxy query to return finite data",
+        timeout=20.0,
+        interval=0.5,
+        describe="\n".join,
+    )
+    assert problems == [], "\n".join(problems)
+
+
+def test_the_daemon_on_the_api_exports_client_gos_request_metrics(
+    scraped: tuple[ProxyProcess, Prometheus], apiserver: FakeApiServer
+) -> None:
+    proxy, _ = scraped
+    scrape = proxy.scrape()
+    assert scrape is not None
+    host = f"127.0.0.1:{apiserver.port}"
+    for name, (kind, labels) in CLIENT_METRICS.items():
+        assert scrape.types.get(name) == kind, name
+        sample_name = f"{name}_count" if kind == "histogram" else name
+        assert scrape.samples.get(sample_name), f"{name} has no samples"
+        for have, _ in scrape.samples[sample_name]:
+            assert set(have) == set(labels), (name, have)
+            assert have["host"] == host
+            assert have.get("method", have.get("verb")) == "GET"
+    codes = {labels["code"] for labels, _ in scrape.samples["rest_client_requests_total"]}
+    assert {"200", "410", "500"} <= codes, codes
+    histogram = "rest_client_request_duration_seconds"
+    assert same_bounds(scrape.buckets(histogram), CLIENT_BUCKETS), scrape.buckets(histogram)
