@@ -146,7 +146,7 @@ def _source(
 ) -> Source:
     if run.from_file:
         return FileSource(store, run.from_file)
-    from pykubeproxy.sources.client_metrics import RequestMetrics, api_host
+    from pykubeproxy.client_metrics import RequestMetrics, api_host
     from pykubeproxy.sources.kube import KubeSource, RateLimiter, api_client, requesters
 
     api = api_client(config.kubeconfig, config.master)

@@ -13,8 +13,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from pykubeproxy.client_metrics import RequestMetrics, api_host
 from pykubeproxy.metrics import ClientMetrics
-from pykubeproxy.sources.client_metrics import RequestMetrics, api_host
 from pykubeproxy.sources.kube import KubeSource, Timing, api_client, requesters
 from pykubeproxy.store import Store
 from tests.observability.expected import CLIENT_BUCKETS, CLIENT_METRICS, same_bounds

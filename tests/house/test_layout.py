@@ -24,7 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # one proxy and its loop
     ("proxy", "loop"),
     # what the proxy tells operators
-    ("metrics", "health", "servers", "observe"),
+    ("metrics", "client_metrics", "health", "servers", "observe"),
     # wiring and the command line
     ("app", "flags", "cli", "__main__"),
 )
