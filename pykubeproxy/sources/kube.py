@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -104,6 +106,38 @@ def _status_error(status: int, body: bytes) -> Exception:
     return SourceError(f"HTTP {status}: {body[:300]!r}")
 
 
+def _socket_of(response: Response) -> socket.socket | None:
+    """The socket a urllib3 response reads from, if it can be found.
+
+    urllib3 v2 keeps the connection on the response until it is released; failing that (an
+    older urllib3, a response of another kind), the socket under http.client's file object.
+    """
+    sock = getattr(getattr(response, "connection", None), "sock", None)
+    if isinstance(sock, socket.socket):
+        return sock
+    file = getattr(getattr(response, "_fp", None), "fp", None)
+    sock = getattr(getattr(file, "raw", None), "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def _cut(response: Response) -> None:
+    """Make a reader blocked on `response` in another thread return at once.
+
+    Closing the response here would wait for the reader: http.client's buffered file takes a
+    lock that the reader holds while it waits for data (and over TLS the SSL object is busy
+    too). Shutting the socket down does not wait: the reader's recv returns, it sees a broken
+    stream, and closes the response itself. socket.shutdown is called directly, not
+    SSLSocket's override, which would drop the TLS object under the reader's feet.
+    """
+    sock = _socket_of(response)
+    if sock is None:
+        # Nothing to shut down: close from a thread of its own, so that stopping never waits.
+        threading.Thread(target=response.close, name="close-watch", daemon=True).start()
+        return
+    with suppress(OSError):  # already closed: the reader is not blocked on it
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
 def _lines(response: Response) -> Iterator[bytes]:
     """The newline-separated JSON documents of a watch stream, as they arrive.
 
@@ -143,7 +177,8 @@ class Reflector:
         self.limiter = limiter
         self.rng = rng or random.Random()
         self.synced = threading.Event()
-        self._active: Response | None = None
+        self._active: Response | None = None  # the response being read, for interrupt()
+        self._active_lock = threading.Lock()
         self.resource_version = ""
         self.failures = 0
         self.lists = 0
@@ -193,7 +228,8 @@ class Reflector:
         while True:
             response = self._call(limit=self.timing.page_size, _continue=token or None)
             try:
-                page: ListJSON = json.loads(response.data)
+                with self._reading(response):
+                    page: ListJSON = json.loads(response.data)
             finally:
                 response.release_conn()
             # Slimmed as each page is decoded, so the full objects never pile up; on a re-LIST
@@ -224,21 +260,35 @@ class Reflector:
             allow_watch_bookmarks=True,
             timeout_seconds=timeout,
         )
-        self._active = response
         try:
-            for line in _lines(response):
-                if self.stop.is_set():
-                    return
-                self._apply(json.loads(line))
+            with self._reading(response):
+                for line in _lines(response):
+                    if self.stop.is_set():
+                        return
+                    self._apply(json.loads(line))
         finally:
-            self._active = None
             response.close()
 
+    @contextmanager
+    def _reading(self, response: Response) -> Iterator[None]:
+        """While the body is read, interrupt() can cut it short."""
+        with self._active_lock:
+            self._active = response
+        try:
+            # A stop that came before interrupt() could see this response would go unnoticed.
+            if self.stop.is_set():
+                _cut(response)
+            yield
+        finally:
+            with self._active_lock:
+                self._active = None
+
     def interrupt(self) -> None:
-        """Unblock a watch waiting for data (used when stopping)."""
-        active = self._active
+        """Make a read of the API server return at once (used when stopping), from any thread."""
+        with self._active_lock:
+            active = self._active
         if active is not None:
-            active.close()
+            _cut(active)
 
     def _apply(self, event: WatchEventJSON) -> None:
         kind, obj = event.get("type"), event.get("object") or {}
@@ -371,7 +421,12 @@ class KubeSource:
             self._threads.append(thread)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop watching. A watch blocked on a read ends at its read timeout at the latest."""
+        """Stop watching, waiting at most `timeout` for the threads to end.
+
+        A read in progress is cut short. A request still waiting for its response headers
+        (an API server that stalls a LIST) is not: its thread ends at the read timeout, and
+        being a daemon thread, never holds up the process's exit.
+        """
         self.stop_event.set()
         for reflector in self.reflectors:
             reflector.interrupt()

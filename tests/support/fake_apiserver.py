@@ -781,6 +781,11 @@ class FakeApiServer:
         """Make the current or next watch go silent, without closing, after k more events."""
         self._add_faults([Fault("stall", resource, "watch", after_events)])
 
+    def faults_pending(self) -> int:
+        """How many injected faults no request has met yet."""
+        with self._cond:
+            return len(self._faults.pending)
+
     def delay(self, resource: str | None, seconds: float) -> None:
         """Hold every later request of the resource this long before answering (0 to undo)."""
         with self._cond:
