@@ -196,10 +196,24 @@ def _trim_malloc() -> None:
 
 
 def _until_signalled(proxy: Proxy, store: Store, source: Source) -> None:
-    stop = threading.Event()
+    stop, wake = threading.Event(), threading.Event()
+
+    def stopping(*_: object) -> None:
+        stop.set()
+        wake.set()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    run_sync_loop(proxy, store, source, stop=stop, after_start=_settle_heap)
+        signal.signal(signum, stopping)
+    run_sync_loop(proxy, store, source, stop=stop, wake=wake, after_start=_settle_heap)
+
+
+def _stop_all(listeners: list[Listener]) -> None:
+    """Stop the listeners side by side: each waits up to its server's poll interval."""
+    threads = [threading.Thread(target=listener.stop) for listener in listeners]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def run_proxy(config: Config, run: Run) -> int:
@@ -238,9 +252,8 @@ def _serve_until_stopped(
     try:
         _until_signalled(proxy, store, source)
     finally:
-        source.stop(timeout=2.0)
-        for listener in listeners:
-            listener.stop()
+        source.stop(timeout=1.0)
+        _stop_all(listeners)
     # Rules stay in place: traffic keeps flowing while the proxy restarts, as with kube-proxy.
     log.info("stopped; rules left in place")
     return EXIT_OK
