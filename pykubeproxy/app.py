@@ -140,11 +140,12 @@ def run_once(config: Config, run: Run) -> int:
 def _source(config: Config, run: Run, node_name: str, store: Store) -> Source:
     if run.from_file:
         return FileSource(store, run.from_file)
-    from pykubeproxy.sources.kube import KubeSource, RateLimiter, api_client, requesters
+    from pykubeproxy.sources.kube import KubeSource, RateLimiter, connect
 
-    api = api_client(config.kubeconfig, config.master)
+    connection = connect(config.kubeconfig, config.master, node_name)
+    log.info("api client", client=connection.client)
     return KubeSource(
-        request_by_kind=requesters(api, node_name),
+        request_by_kind=connection.request_by_kind,
         store=store,
         limiter=RateLimiter(config.api_qps, config.api_burst),
     )

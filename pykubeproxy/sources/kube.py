@@ -1,8 +1,9 @@
 """The Kubernetes API source: a reflector per kind (LIST, then WATCH with bookmarks) into the store.
 
-The `kubernetes` client loads the configuration and carries the requests; responses are decoded
-as plain JSON (`_preload_content=False`), never into the client's model classes, which cost
-more than the rest of a sync at 10k objects.
+`connect` reads the configuration and makes the requests with urllib3 (transport.py) in the
+common cases, and with the `kubernetes` client, imported only then, in the others (exec
+plugins, auth providers). Either way responses are decoded as plain JSON, never into the
+client's model classes, which cost more than the rest of a sync at 10k objects.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pykubeproxy.api import (
 )
 from pykubeproxy.log import get_logger
 from pykubeproxy.sources.lean import slim
+from pykubeproxy.sources.transport import Transport, Unsupported, load_config, query_string
 from pykubeproxy.store import Store
 
 log = get_logger("pykubeproxy.sources.kube")
@@ -322,6 +324,55 @@ class Reflector:
             retry_in=round(delay, 2),
         )
         self.stop.wait(delay)
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """The list/watch call of each kind, which client makes them, and how to let go of it."""
+
+    request_by_kind: Mapping[str, Requester]
+    client: str  # "urllib3" or "kubernetes"
+    close: Callable[[], None]
+
+
+def connect(config_file: str, master: str, node_name: str) -> Connection:
+    """Requests on urllib3 where transport.py understands the configuration, else the client."""
+    try:
+        config = load_config(config_file, master)
+    except Unsupported as exc:
+        log.info("configuration needs the kubernetes client", reason=str(exc))
+        api = api_client(config_file, master)
+        return Connection(requesters(api, node_name), "kubernetes", api.close)
+    transport = Transport(config)
+    return Connection(transport_requesters(transport, node_name), "urllib3", transport.close)
+
+
+def _paths(node_name: str) -> dict[str, tuple[str, dict[str, str]]]:
+    """Where each kind kube-proxy follows is listed, and kube-proxy's selector for it."""
+    proxied = {"label_selector": PROXY_LABEL_SELECTOR}
+    return {
+        "Service": ("/api/v1/services", proxied),
+        "EndpointSlice": ("/apis/discovery.k8s.io/v1/endpointslices", proxied),
+        "Node": ("/api/v1/nodes", {"field_selector": f"metadata.name={node_name}"}),
+    }
+
+
+def transport_requesters(transport: Transport, node_name: str) -> dict[str, Requester]:
+    """The list/watch call of each kind, made with urllib3 directly."""
+
+    def requester(path: str, selector: Mapping[str, str]) -> Requester:
+        def call(
+            *,
+            _preload_content: bool = False,  # our responses are always read as streams
+            _request_timeout: tuple[float, float] | None = None,
+            **arguments: Any,
+        ) -> Response:
+            query = query_string({**selector, **arguments})
+            return cast(Response, transport.get(path, query, timeout=_request_timeout))
+
+        return call
+
+    return {kind: requester(path, sel) for kind, (path, sel) in _paths(node_name).items()}
 
 
 def api_client(config_file: str, master: str) -> Any:

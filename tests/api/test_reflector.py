@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from pykubeproxy.sources.kube import KubeSource, Reflector, Timing, api_client, requesters
+from pykubeproxy.sources.kube import (
+    Connection,
+    KubeSource,
+    Reflector,
+    Timing,
+    api_client,
+    connect,
+    requesters,
+)
 from pykubeproxy.store import Store
 from tests.support.builders import endpoint_slice, node, service
 from tests.support.fake_apiserver import FakeApiServer
@@ -39,11 +47,23 @@ def names(store: Store, kind: str) -> set[str]:
     return found
 
 
+def connection(kubeconfig: Path, client: str) -> Connection:
+    """The daemon's way to the server (urllib3 for these kubeconfigs), or the kubernetes client."""
+    if client == "kubernetes":
+        api = api_client(str(kubeconfig), "")
+        return Connection(requesters(api, "node-1"), "kubernetes", api.close)
+    found = connect(str(kubeconfig), "", "node-1")
+    assert found.client == client
+    return found
+
+
 @contextlib.contextmanager
-def reflecting(kubeconfig: Path, store: Store) -> Iterator[KubeSource]:
-    """The real source (reflectors on the real client) running into `store`, stopped after."""
-    api = api_client(str(kubeconfig), "")
-    kube = KubeSource(request_by_kind=requesters(api, "node-1"), store=store, timing=FAST)
+def reflecting(
+    kubeconfig: Path, store: Store, *, client: str = "urllib3", timing: Timing = FAST
+) -> Iterator[KubeSource]:
+    """The real source (reflectors on a real client) running into `store`, stopped after."""
+    api = connection(kubeconfig, client)
+    kube = KubeSource(request_by_kind=api.request_by_kind, store=store, timing=timing)
     kube.start()
     try:
         yield kube
@@ -52,8 +72,16 @@ def reflecting(kubeconfig: Path, store: Store) -> Iterator[KubeSource]:
         api.close()
 
 
+@pytest.fixture(params=["urllib3", "kubernetes"])
+def client(request: pytest.FixtureRequest) -> str:
+    """Which client carries the requests: ours on urllib3, or the kubernetes library's."""
+    return str(request.param)
+
+
 @pytest.fixture
-def source(apiserver: FakeApiServer, kubeconfig: Path) -> Iterator[tuple[KubeSource, Store]]:
+def source(
+    apiserver: FakeApiServer, kubeconfig: Path, client: str
+) -> Iterator[tuple[KubeSource, Store]]:
     for i in range(5):
         apiserver.create(
             "services", service(f"svc-{i}", cluster_ip=f"10.96.0.{10 + i}", served=True)
@@ -62,7 +90,7 @@ def source(apiserver: FakeApiServer, kubeconfig: Path) -> Iterator[tuple[KubeSou
     apiserver.create("nodes", node("node-1", NODE_IP, served=True))
     apiserver.create("nodes", node("node-2", NODE_IP, served=True))
     store = Store()
-    with reflecting(kubeconfig, store) as kube:
+    with reflecting(kubeconfig, store, client=client) as kube:
         yield kube, store
 
 
@@ -280,16 +308,16 @@ def test_a_relist_keeps_the_objects_already_held_and_marks_only_what_changed(
 
 @pytest.mark.parametrize("tls", [True, False], ids=["tls", "http"])
 def test_stop_cuts_stalled_watches_short_without_waiting_for_the_read_timeout(
-    tls: bool, tmp_path: Path
+    tls: bool, client: str, tmp_path: Path
 ) -> None:
     """The reader threads sit in a read that no byte will end (no events, no bookmarks, a
     minute of read timeout): stop must not depend on them waking by themselves."""
     with FakeApiServer(bookmark_interval=600, tls=tls) as server:
         server.create("nodes", node("node-1", NODE_IP, served=True))
         kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
-        api = api_client(str(kubeconfig), "")
+        api = connection(kubeconfig, client)
         timing = replace(FAST, read_timeout=60.0, watch_timeout=600)
-        kube = KubeSource(request_by_kind=requesters(api, "node-1"), store=Store(), timing=timing)
+        kube = KubeSource(request_by_kind=api.request_by_kind, store=Store(), timing=timing)
         kube.start()
         for resource in ("services", "endpointslices", "nodes"):
             server.wait_for_watches(resource)
