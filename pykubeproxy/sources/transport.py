@@ -26,6 +26,9 @@ import urllib3
 import yaml
 
 from pykubeproxy import __version__
+from pykubeproxy.log import get_logger
+
+log = get_logger("pykubeproxy.sources.transport")
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 # client-go re-reads a token file this often: bound ServiceAccount tokens are rotated on disk.
@@ -237,6 +240,11 @@ class Transport:
                 options["server_hostname"] = config.tls_server_name
             if config.insecure:
                 options["cert_reqs"] = ssl.CERT_NONE
+                # Said once here, rather than by urllib3 on every request.
+                log.warning(
+                    "the API server's certificate is not verified (insecure-skip-tls-verify)"
+                )
+                urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         # Our reflectors back off and retry themselves: urllib3's retries would hide failures.
         self.pool = urllib3.PoolManager(num_pools=1, maxsize=connections, retries=False, **options)
 

@@ -224,3 +224,21 @@ def test_a_server_signed_by_an_unknown_ca_is_refused(
             list_services(transport)
     finally:
         transport.close()
+
+
+def test_insecure_skip_tls_verify_talks_to_a_server_it_cannot_verify(
+    apiserver: FakeApiServer, tmp_path: Path
+) -> None:
+    path = kubeconfig(
+        tmp_path / "config",
+        cluster={"server": apiserver.url, "insecure-skip-tls-verify": True},
+        user={
+            "client-certificate-data": b64(client_credentials().cert_pem),
+            "client-key-data": b64(client_credentials().key_pem),
+        },
+    )
+    transport = Transport(load_kubeconfig(path))
+    try:
+        assert list_services(transport) == []
+    finally:
+        transport.close()
