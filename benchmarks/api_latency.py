@@ -22,7 +22,8 @@ from pykubeproxy.config import Config, parse_duration
 from pykubeproxy.loop import run_sync_loop
 from pykubeproxy.pipeline import NodeIdentity
 from pykubeproxy.proxy import Proxy, SyncReport
-from pykubeproxy.sources.kube import KubeSource, api_client, requesters
+from pykubeproxy.sources.clients import api_client, requesters
+from pykubeproxy.sources.kube import KubeSource
 from pykubeproxy.store import Store
 from tests.support.builders import endpoint_slice, node, service
 from tests.support.fake_apiserver import FakeApiServer

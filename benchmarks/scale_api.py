@@ -3,9 +3,9 @@
 `scale.py` starts this as a child process *inside* the benchmark's network namespace
 (`ip netns exec NS python benchmarks/scale_api.py ...`), so that pykubeproxy, running in the same
 namespace, reaches it on that namespace's 127.0.0.1. It serves the tests' `FakeApiServer`
-(tests/support/fake_apiserver.py, formerly tests/api/: real list/watch over chunked HTTP; plain
-HTTP today, TLS comes with another issue) holding the Node, N Services and N EndpointSlices of
-`cluster.py`.
+(tests/support/fake_apiserver.py, formerly tests/api/: real list/watch over chunked HTTPS, the
+client authenticated by its certificate as on a real cluster; the kubeconfig carries the CA and
+the client's certificate) holding the Node, N Services and N EndpointSlices of `cluster.py`.
 
 Protocol, one JSON object per line:
   stdout, once ready:  {"ready": true, "port": P, "kubeconfig": PATH, "objects": K}

@@ -147,12 +147,14 @@ def _source(
     if run.from_file:
         return FileSource(store, run.from_file)
     from pykubeproxy.client_metrics import RequestMetrics, api_host
-    from pykubeproxy.sources.kube import KubeSource, RateLimiter, api_client, requesters
+    from pykubeproxy.sources.clients import connect
+    from pykubeproxy.sources.kube import KubeSource, RateLimiter
 
-    api = api_client(config.kubeconfig, config.master)
-    observer = RequestMetrics(ClientMetrics(registry), api_host(api.configuration.host))
+    connection = connect(config.kubeconfig, config.master, node_name)
+    log.info("api client", client=connection.client)
+    observer = RequestMetrics(ClientMetrics(registry), api_host(connection.server))
     return KubeSource(
-        request_by_kind=requesters(api, node_name),
+        request_by_kind=connection.request_by_kind,
         store=store,
         limiter=RateLimiter(config.api_qps, config.api_burst),
         observer=observer,
@@ -206,10 +208,24 @@ def _trim_malloc() -> None:
 
 
 def _until_signalled(proxy: Proxy, store: Store, source: Source) -> None:
-    stop = threading.Event()
+    stop, wake = threading.Event(), threading.Event()
+
+    def stopping(*_: object) -> None:
+        stop.set()
+        wake.set()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    run_sync_loop(proxy, store, source, stop=stop, after_start=_settle_heap)
+        signal.signal(signum, stopping)
+    run_sync_loop(proxy, store, source, stop=stop, wake=wake, after_start=_settle_heap)
+
+
+def _stop_all(listeners: list[Listener]) -> None:
+    """Stop the listeners side by side: each waits up to its server's poll interval."""
+    threads = [threading.Thread(target=listener.stop) for listener in listeners]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def run_proxy(config: Config, run: Run) -> int:
@@ -256,9 +272,8 @@ def _serve_until_stopped(
     try:
         _until_signalled(proxy, store, source)
     finally:
-        source.stop(timeout=2.0)
-        for listener in listeners:
-            listener.stop()
+        source.stop(timeout=1.0)
+        _stop_all(listeners)
     # Rules stay in place: traffic keeps flowing while the proxy restarts, as with kube-proxy.
     log.info("stopped; rules left in place")
     return EXIT_OK

@@ -25,17 +25,19 @@ def run_sync_loop(
     source: Source,
     *,
     stop: threading.Event,
+    wake: threading.Event | None = None,
     clock: Callable[[], float] = time.monotonic,
     after_start: Callable[[], None] | None = None,
 ) -> None:
     """Sync whenever the schedule says so, until `stop` is set. Never before the source synced.
 
     `after_start` is called once: after the first sync attempt (whether it worked or not), or
-    after START_GRACE seconds without one (a source that cannot list).
+    after START_GRACE seconds without one (a source that cannot list). Whoever sets `stop`
+    sets `wake` too, so that the loop notices at once rather than at its next look.
     """
     min_period, period = proxy.backend.periods
     schedule = SyncSchedule(min_interval=min_period, max_interval=period)
-    wake = threading.Event()
+    wake = wake or threading.Event()
     start_by = clock() + START_GRACE
 
     def changed() -> None:

@@ -1,17 +1,20 @@
 """The Kubernetes API source: a reflector per kind (LIST, then WATCH with bookmarks) into the store.
 
-The `kubernetes` client loads the configuration and carries the requests; responses are decoded
-as plain JSON (`_preload_content=False`), never into the client's model classes, which cost
-more than the rest of a sync at 10k objects.
+`connect` reads the configuration and makes the requests with urllib3 (transport.py) in the
+common cases, and with the `kubernetes` client, imported only then, in the others (exec
+plugins, auth providers). Either way responses are decoded as plain JSON, never into the
+client's model classes, which cost more than the rest of a sync at 10k objects.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -114,6 +117,38 @@ def _status_error(status: int, body: bytes) -> Exception:
     return SourceError(f"HTTP {status}: {body[:300]!r}")
 
 
+def _socket_of(response: Response) -> socket.socket | None:
+    """The socket a urllib3 response reads from, if it can be found.
+
+    urllib3 v2 keeps the connection on the response until it is released; failing that (an
+    older urllib3, a response of another kind), the socket under http.client's file object.
+    """
+    sock = getattr(getattr(response, "connection", None), "sock", None)
+    if isinstance(sock, socket.socket):
+        return sock
+    file = getattr(getattr(response, "_fp", None), "fp", None)
+    sock = getattr(getattr(file, "raw", None), "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def _cut(response: Response) -> None:
+    """Make a reader blocked on `response` in another thread return at once.
+
+    Closing the response here would wait for the reader: http.client's buffered file takes a
+    lock that the reader holds while it waits for data (and over TLS the SSL object is busy
+    too). Shutting the socket down does not wait: the reader's recv returns, it sees a broken
+    stream, and closes the response itself. socket.shutdown is called directly, not
+    SSLSocket's override, which would drop the TLS object under the reader's feet.
+    """
+    sock = _socket_of(response)
+    if sock is None:
+        # Nothing to shut down: close from a thread of its own, so that stopping never waits.
+        threading.Thread(target=response.close, name="close-watch", daemon=True).start()
+        return
+    with suppress(OSError):  # already closed: the reader is not blocked on it
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
 def _lines(response: Response) -> Iterator[bytes]:
     """The newline-separated JSON documents of a watch stream, as they arrive.
 
@@ -155,7 +190,8 @@ class Reflector:
         self.rng = rng or random.Random()
         self.observer = observer
         self.synced = threading.Event()
-        self._active: Response | None = None
+        self._active: Response | None = None  # the response being read, for interrupt()
+        self._active_lock = threading.Lock()
         self.resource_version = ""
         self.failures = 0
         self.lists = 0
@@ -212,7 +248,8 @@ class Reflector:
         try:
             response = self._call(limit=self.timing.page_size, _continue=token or None)
             try:
-                return response.data
+                with self._reading(response):
+                    return response.data
             finally:
                 response.release_conn()
         finally:
@@ -252,21 +289,35 @@ class Reflector:
             allow_watch_bookmarks=True,
             timeout_seconds=timeout,
         )
-        self._active = response
         try:
-            for line in _lines(response):
-                if self.stop.is_set():
-                    return
-                self._apply(json.loads(line))
+            with self._reading(response):
+                for line in _lines(response):
+                    if self.stop.is_set():
+                        return
+                    self._apply(json.loads(line))
         finally:
-            self._active = None
             response.close()
 
+    @contextmanager
+    def _reading(self, response: Response) -> Iterator[None]:
+        """While the body is read, interrupt() can cut it short."""
+        with self._active_lock:
+            self._active = response
+        try:
+            # A stop that came before interrupt() could see this response would go unnoticed.
+            if self.stop.is_set():
+                _cut(response)
+            yield
+        finally:
+            with self._active_lock:
+                self._active = None
+
     def interrupt(self) -> None:
-        """Unblock a watch waiting for data (used when stopping)."""
-        active = self._active
+        """Make a read of the API server return at once (used when stopping), from any thread."""
+        with self._active_lock:
+            active = self._active
         if active is not None:
-            active.close()
+            _cut(active)
 
     def _apply(self, event: WatchEventJSON) -> None:
         kind, obj = event.get("type"), event.get("object") or {}
@@ -300,62 +351,6 @@ class Reflector:
             retry_in=round(delay, 2),
         )
         self.stop.wait(delay)
-
-
-def api_client(config_file: str, master: str) -> Any:
-    """A configured `kubernetes` ApiClient: --kubeconfig, else in-cluster; --master overrides."""
-    from kubernetes import client as k8s_client
-    from kubernetes import config as k8s_config
-
-    configuration = k8s_client.Configuration()
-    if config_file:
-        k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=config_file, client_configuration=configuration
-        )
-    else:
-        try:
-            # In a Pod: the ServiceAccount's token and CA, even when --master names the server.
-            k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
-                client_configuration=configuration
-            )
-        except k8s_config.ConfigException:
-            if not master:
-                raise
-    if master:
-        configuration.host = master
-    # Our reflectors back off and retry themselves; urllib3's own retries would hide failures
-    # and multiply requests to a struggling API server.
-    configuration.retries = False
-    return k8s_client.ApiClient(configuration)
-
-
-def requesters(api: Any, node_name: str) -> dict[str, Requester]:
-    """The list/watch call of each kind kube-proxy follows, with kube-proxy's selectors."""
-    from kubernetes import client as k8s_client
-
-    core = k8s_client.CoreV1Api(api)
-    discovery = k8s_client.DiscoveryV1Api(api)
-
-    # With _preload_content=False (the reflector passes it) the client returns the raw
-    # urllib3 response, not the model class its annotations name.
-    def services(**query: Any) -> Response:
-        return cast(
-            Response,
-            core.list_service_for_all_namespaces(label_selector=PROXY_LABEL_SELECTOR, **query),
-        )
-
-    def endpoint_slices(**query: Any) -> Response:
-        return cast(
-            Response,
-            discovery.list_endpoint_slice_for_all_namespaces(
-                label_selector=PROXY_LABEL_SELECTOR, **query
-            ),
-        )
-
-    def nodes(**query: Any) -> Response:
-        return cast(Response, core.list_node(field_selector=f"metadata.name={node_name}", **query))
-
-    return {"Service": services, "EndpointSlice": endpoint_slices, "Node": nodes}
 
 
 class KubeSource:
@@ -401,7 +396,12 @@ class KubeSource:
             self._threads.append(thread)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop watching. A watch blocked on a read ends at its read timeout at the latest."""
+        """Stop watching, waiting at most `timeout` for the threads to end.
+
+        A read in progress is cut short. A request still waiting for its response headers
+        (an API server that stalls a LIST) is not: its thread ends at the read timeout, and
+        being a daemon thread, never holds up the process's exit.
+        """
         self.stop_event.set()
         for reflector in self.reflectors:
             reflector.interrupt()

@@ -15,7 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pykubeproxy.client_metrics import RequestMetrics, api_host
 from pykubeproxy.metrics import ClientMetrics
-from pykubeproxy.sources.kube import KubeSource, Timing, api_client, requesters
+from pykubeproxy.sources.clients import api_client, requesters
+from pykubeproxy.sources.kube import KubeSource, Timing
 from pykubeproxy.store import Store
 from tests.observability.expected import CLIENT_BUCKETS, CLIENT_METRICS, same_bounds
 from tests.support.builders import service

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 import urllib3
 
 from tests.support.builders import endpoint_slice, node, service
-from tests.support.fake_apiserver import FakeApiServer
+from tests.support.fake_apiserver import DEFAULT_USER, FakeApiServer, client_credentials
 
 JSON = dict[str, Any]
 NODE_IP = "192.168.0.10"  # where a Node lives unless a test says otherwise
@@ -52,9 +53,16 @@ def summary(events: list[JSON]) -> list[tuple[str, str | None]]:
     return [(e["type"], e["object"]["metadata"].get("name")) for e in events]
 
 
+def connect(server: FakeApiServer, *, timeout: float = 5.0) -> socket.socket:
+    """A connection to the server, over TLS with the default user's certificate if it has TLS."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
+    context = server.client_context()
+    return context.wrap_socket(sock, server_hostname="127.0.0.1") if context else sock
+
+
 def raw_get(server: FakeApiServer, path: str, *, timeout: float = 5.0) -> tuple[bytes, bytes]:
     """One GET with `Connection: close`; the head and the body as read until the server closes."""
-    with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as sock:
+    with connect(server, timeout=timeout) as sock:
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: fake\r\nConnection: close\r\n\r\n".encode())
         data = b""
         for _ in range(10_000):
@@ -258,6 +266,79 @@ def test_an_unknown_path_is_a_404_status(apiserver: FakeApiServer) -> None:
     head, body = raw_get(apiserver, "/api/v1/pods")
     assert head.startswith(b"HTTP/1.1 404")
     assert json.loads(body)["reason"] == "NotFound"
+
+
+# --- TLS and who the client is --------------------------------------------------------------
+
+
+def test_a_client_without_a_certificate_fails_the_handshake(apiserver: FakeApiServer) -> None:
+    context = ssl.create_default_context(cadata=client_credentials().ca_pem.decode())
+    # TLS 1.3: the server's refusal arrives with the first read after the handshake.
+    with (
+        socket.create_connection(("127.0.0.1", apiserver.port), timeout=5) as sock,
+        pytest.raises(ssl.SSLError),
+        context.wrap_socket(sock, server_hostname="127.0.0.1") as tls,
+    ):
+        tls.sendall(b"GET /api/v1/services HTTP/1.1\r\nHost: fake\r\n\r\n")
+        tls.recv(1)
+    assert apiserver.requests == []
+
+
+def test_a_client_certificate_from_an_unknown_ca_fails_the_handshake(
+    apiserver: FakeApiServer, tmp_path: Path
+) -> None:
+    kubeconfig = apiserver.write_kubeconfig(tmp_path / "kubeconfig", trusted=False)
+    with kubernetes.config.new_client_from_config(config_file=str(kubeconfig)) as client:
+        client.configuration.retries = False
+        core = kubernetes.client.CoreV1Api(client)
+        with pytest.raises(urllib3.exceptions.MaxRetryError) as caught:
+            list_services(core, _request_timeout=(2, 2))
+    assert isinstance(caught.value.reason, urllib3.exceptions.SSLError)
+    assert apiserver.requests == []
+
+
+def test_the_client_certificate_names_the_user_whom_rbac_may_forbid_a_resource(
+    apiserver: FakeApiServer, core: CoreV1Api
+) -> None:
+    apiserver.forbid(DEFAULT_USER, "endpointslices")
+    assert list_services(core)["items"] == []
+    discovery = kubernetes.client.DiscoveryV1Api(core.api_client)
+    with pytest.raises(kubernetes.client.exceptions.ApiException) as caught:
+        discovery.list_endpoint_slice_for_all_namespaces()
+    assert caught.value.status == 403
+    assert json.loads(caught.value.body)["message"] == (
+        'endpointslices is forbidden: User "system:kube-proxy" cannot list resource '
+        '"endpointslices" in API group "discovery.k8s.io" at the cluster scope'
+    )
+    apiserver.permit(DEFAULT_USER)
+    assert discovery.list_endpoint_slice_for_all_namespaces().items == []
+
+
+def test_an_unauthorized_user_gets_401_for_everything(
+    apiserver: FakeApiServer, core: CoreV1Api
+) -> None:
+    apiserver.unauthorize("someone-else")
+    assert list_services(core)["items"] == []  # other users are unaffected
+    apiserver.unauthorize(DEFAULT_USER)
+    for call in (core.list_service_for_all_namespaces, core.list_node):
+        with pytest.raises(kubernetes.client.exceptions.ApiException) as caught:
+            call()
+        assert caught.value.status == 401
+        assert json.loads(caught.value.body)["reason"] == "Unauthorized"
+
+
+def test_the_plain_http_variant_serves_without_credentials(tmp_path: Path) -> None:
+    with FakeApiServer(tls=False) as server:
+        assert server.url.startswith("http://")
+        add_services(server, "a")
+        kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
+        with kubernetes.config.new_client_from_config(config_file=str(kubeconfig)) as client:
+            names = [
+                s.metadata.name
+                for s in kubernetes.client.CoreV1Api(client).list_service_for_all_namespaces().items
+            ]
+        assert names == ["a"]
+    assert server.errors == []
 
 
 # --- watch ---------------------------------------------------------------------------------
@@ -480,7 +561,7 @@ def test_the_request_log_shows_how_a_client_listed_and_watched(
         query_params=[("watch", True), ("resourceVersion", "1"), ("timeoutSeconds", 0.2)],
         auth_settings=["BearerToken"],
     )
-    assert headers["authorization"] == "Bearer fake-token"
+    assert "authorization" not in headers  # the client certificate says who we are
     result = api_client.call_api(method, url, header_params=headers, _request_timeout=(2, 5))
     with result.response as resp:
         assert read_events(iter(resp)) == []

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from pykubeproxy.sources.kube import KubeSource, Timing, api_client, requesters
+from pykubeproxy.sources.clients import Connection, api_client, connect, requesters
+from pykubeproxy.sources.kube import KubeSource, Reflector, Timing
 from pykubeproxy.store import Store
 from tests.support.builders import endpoint_slice, node, service
 from tests.support.fake_apiserver import FakeApiServer
@@ -36,11 +40,25 @@ def names(store: Store, kind: str) -> set[str]:
     return found
 
 
+def connection(kubeconfig: Path, client: str) -> Connection:
+    """The daemon's way to the server (urllib3 for these kubeconfigs), or the kubernetes client."""
+    if client == "kubernetes":
+        api = api_client(str(kubeconfig), "")
+        return Connection(
+            requesters(api, "node-1"), "kubernetes", api.close, api.configuration.host
+        )
+    found = connect(str(kubeconfig), "", "node-1")
+    assert found.client == client
+    return found
+
+
 @contextlib.contextmanager
-def reflecting(kubeconfig: Path, store: Store) -> Iterator[KubeSource]:
-    """The real source (reflectors on the real client) running into `store`, stopped after."""
-    api = api_client(str(kubeconfig), "")
-    kube = KubeSource(request_by_kind=requesters(api, "node-1"), store=store, timing=FAST)
+def reflecting(
+    kubeconfig: Path, store: Store, *, client: str = "urllib3", timing: Timing = FAST
+) -> Iterator[KubeSource]:
+    """The real source (reflectors on a real client) running into `store`, stopped after."""
+    api = connection(kubeconfig, client)
+    kube = KubeSource(request_by_kind=api.request_by_kind, store=store, timing=timing)
     kube.start()
     try:
         yield kube
@@ -49,8 +67,16 @@ def reflecting(kubeconfig: Path, store: Store) -> Iterator[KubeSource]:
         api.close()
 
 
+@pytest.fixture(params=["urllib3", "kubernetes"])
+def client(request: pytest.FixtureRequest) -> str:
+    """Which client carries the requests: ours on urllib3, or the kubernetes library's."""
+    return str(request.param)
+
+
 @pytest.fixture
-def source(apiserver: FakeApiServer, kubeconfig: Path) -> Iterator[tuple[KubeSource, Store]]:
+def source(
+    apiserver: FakeApiServer, kubeconfig: Path, client: str
+) -> Iterator[tuple[KubeSource, Store]]:
     for i in range(5):
         apiserver.create(
             "services", service(f"svc-{i}", cluster_ip=f"10.96.0.{10 + i}", served=True)
@@ -59,7 +85,7 @@ def source(apiserver: FakeApiServer, kubeconfig: Path) -> Iterator[tuple[KubeSou
     apiserver.create("nodes", node("node-1", NODE_IP, served=True))
     apiserver.create("nodes", node("node-2", NODE_IP, served=True))
     store = Store()
-    with reflecting(kubeconfig, store) as kube:
+    with reflecting(kubeconfig, store, client=client) as kube:
         yield kube, store
 
 
@@ -273,3 +299,72 @@ def test_a_relist_keeps_the_objects_already_held_and_marks_only_what_changed(
     # One copy of each unchanged object (its translation is kept too); one Service changed.
     assert {id(obj) for obj in snapshot.services} < held
     assert {str(name) for name in snapshot.changed} == {"default/svc-3"}
+
+
+@pytest.mark.parametrize("tls", [True, False], ids=["tls", "http"])
+def test_stop_cuts_stalled_watches_short_without_waiting_for_the_read_timeout(
+    tls: bool, client: str, tmp_path: Path
+) -> None:
+    """The reader threads sit in a read that no byte will end (no events, no bookmarks, a
+    minute of read timeout): stop must not depend on them waking by themselves."""
+    with FakeApiServer(bookmark_interval=600, tls=tls) as server:
+        server.create("nodes", node("node-1", NODE_IP, served=True))
+        kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
+        api = connection(kubeconfig, client)
+        timing = replace(FAST, read_timeout=60.0, watch_timeout=600)
+        kube = KubeSource(request_by_kind=api.request_by_kind, store=Store(), timing=timing)
+        kube.start()
+        for resource in ("services", "endpointslices", "nodes"):
+            server.wait_for_watches(resource)
+            server.stall_watch(resource)
+        wait_until(lambda: server.faults_pending() == 0, what="every watch stalled")
+
+        started = time.monotonic()
+        kube.stop(timeout=5.0)
+        took = time.monotonic() - started
+        api.close()
+
+        assert took < 0.5
+        assert not any(thread.is_alive() for thread in kube._threads)
+        assert [r.failures for r in kube.reflectors] == [0, 0, 0]  # stopping is no failure
+    assert server.errors == []
+
+
+class _StuckResponse:
+    """A response without a socket to find, whose close() blocks until released."""
+
+    status = 200
+    data = b""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.closed = threading.Event()
+
+    def __iter__(self) -> Iterator[bytes]:
+        self.release.wait(5)
+        return iter(())
+
+    def release_conn(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.release.wait(5)
+        self.closed.set()
+
+
+def test_interrupt_never_waits_for_a_response_it_cannot_shut_down() -> None:
+    response = _StuckResponse()
+    stop = threading.Event()
+    one = Reflector(kind="Service", request=lambda **_: response, store=Store(), stop=stop)
+    thread = threading.Thread(target=one._watch, daemon=True)
+    thread.start()
+    wait_until(lambda: one._active is response, what="the watch to be read")
+
+    stop.set()
+    started = time.monotonic()
+    one.interrupt()
+    assert time.monotonic() - started < 0.1
+    response.release.set()  # the close() started in the background can now finish
+    assert response.closed.wait(5)
+    thread.join(5)
+    assert not thread.is_alive()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,14 +23,18 @@ HTTP = {"name": "http", "protocol": "TCP", "port": 80, "targetPort": 8080}
 SLICE_PORT = {"name": "http", "protocol": "TCP", "port": 8080}
 
 
-@pytest.fixture(scope="module")
-def apiserver(topology: Topology) -> Iterator[FakeApiServer]:
+def start_apiserver(topology: Topology, **options: object) -> FakeApiServer:
     """A fake API server listening on 127.0.0.1 inside the node namespace only."""
     netns.pushns(topology.node_ns)  # this thread only; the listening socket stays in there
     try:
-        server = FakeApiServer(bookmark_interval=0.5).start()
+        return FakeApiServer(**options).start()  # type: ignore[arg-type]
     finally:
         netns.popns()
+
+
+@pytest.fixture(scope="module")
+def apiserver(topology: Topology) -> Iterator[FakeApiServer]:
+    server = start_apiserver(topology, bookmark_interval=0.5)
     try:
         server.create("nodes", node("node-1", topology.node_ip, served=True))
         yield server
@@ -52,11 +59,8 @@ def slice_of(topo: Topology, *pods: str) -> dict[str, object]:
     return endpoint_slice("web", *addresses, ports=[SLICE_PORT], name="web-1", served=True)
 
 
-def test_services_created_changed_and_deleted_through_the_api_reach_the_kernel(
-    topology: Topology, apiserver: FakeApiServer
-) -> None:
-    kubeconfig = apiserver.write_kubeconfig(Path(topology.workdir) / "kubeconfig")
-    proxy = topology.start_process(
+def start_proxy(topology: Topology, kubeconfig: Path, log_name: str) -> subprocess.Popen[bytes]:
+    return topology.start_process(
         topology.node_ns,
         [
             sys.executable,
@@ -72,8 +76,16 @@ def test_services_created_changed_and_deleted_through_the_api_reach_the_kernel(
             "100ms",
         ],
         cwd=REPO,
-        log_name="pykubeproxy-api",
+        log_name=log_name,
     )
+
+
+def test_services_created_changed_and_deleted_through_the_api_reach_the_kernel(
+    topology: Topology, apiserver: FakeApiServer
+) -> None:
+    assert apiserver.tls
+    kubeconfig = apiserver.write_kubeconfig(Path(topology.workdir) / "kubeconfig")
+    proxy = start_proxy(topology, kubeconfig, "pykubeproxy-api")
     log = lambda: topology.process_log(proxy)  # noqa: E731
 
     apiserver.create("services", service("web", cluster_ip=VIP, ports=[HTTP], served=True))
@@ -117,3 +129,46 @@ def kernel_rules(topo: Topology) -> str:
         result = topo.exec(topo.node_ns, f"iptables-{backend}-save", check=False)
         out.append(result.stdout)
     return "\n".join(out)
+
+
+@pytest.mark.parametrize("tls", [True, False], ids=["tls", "http"])
+def test_sigterm_stops_the_daemon_within_two_seconds_with_every_watch_open(
+    topology: Topology, tls: bool
+) -> None:
+    """Nothing comes on the watches (no events, no bookmarks): the daemon must not wait for a
+    byte to stop. It exits 0 and leaves its rules in the kernel."""
+    vip = "10.96.5.20"
+    server = start_apiserver(topology, bookmark_interval=600, tls=tls)
+    try:
+        server.create("nodes", node("node-1", topology.node_ip, served=True))
+        server.create("services", service("stop", cluster_ip=vip, ports=[HTTP], served=True))
+        slice_ = endpoint_slice(
+            "stop", topology.pod_ip["pod-a"], ports=[SLICE_PORT], name="stop-1", served=True
+        )
+        server.create("endpointslices", slice_)
+        kubeconfig = server.write_kubeconfig(Path(topology.workdir) / f"kubeconfig-stop-{tls}")
+        proxy = start_proxy(topology, kubeconfig, f"pykubeproxy-stop-{tls}")
+        log = lambda: topology.process_log(proxy)  # noqa: E731
+        wait_until(
+            lambda: vip in kernel_rules(topology),
+            what=f"the rules of {vip} in the kernel",
+            timeout=20.0,
+            interval=0.2,
+            detail=log,
+        )
+        for resource in ("services", "endpointslices", "nodes"):
+            server.wait_for_watches(resource, timeout=10.0)
+        time.sleep(0.5)  # the readers are deep in a read that no byte will end
+
+        proxy.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        code = proxy.wait(timeout=10.0)
+        took = time.monotonic() - started
+
+        assert code == 0, log()
+        assert took <= 2.0, f"stopped in {took:.2f} s\n{log()}"
+        assert "stopped; rules left in place" in log()
+        assert vip in kernel_rules(topology)
+    finally:
+        server.stop()
+    assert server.errors == []

@@ -1,7 +1,16 @@
-"""Owns a fake kube-apiserver for tests: real HTTP list/watch of Services, EndpointSlices, Nodes.
+"""Owns a fake kube-apiserver for tests: real list/watch of Services, EndpointSlices, Nodes.
 
 It keeps state like the real one (objects, one global resourceVersion, event history, list
 snapshots for `continue`) and lets a test inject the faults a reflector must survive.
+
+It speaks TLS and authenticates clients by certificate, as every real kube-apiserver does: the
+tests' CA signs the server's certificate (127.0.0.1, localhost) and each client's (the user is
+the certificate's CN, its groups the O fields). Unlike the real server, which only asks for a
+client certificate and answers 401 to a client without a valid one, the fake requires one: a
+client without a certificate, or with one from an unknown CA, fails the TLS handshake. A test
+makes a known user unauthorized (401) with `unauthorize(user)` and forbids it a resource (403,
+as RBAC does) with `forbid(user, resource)`. `FakeApiServer(tls=False)` serves plain HTTP, with
+no authentication, for the tests that need it.
 """
 
 from __future__ import annotations
@@ -14,7 +23,9 @@ import re
 import select
 import socket
 import socketserver
+import ssl
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -22,12 +33,14 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
+import trustme
 import yaml
 
 from tests.support.wait import wait_until
@@ -441,6 +454,87 @@ class Faults:
         return max(self.delays.get(resource, 0.0), self.delays.get(None, 0.0))
 
 
+# --- certificates ----------------------------------------------------------------------------
+
+# The user of the kubeconfig that write_kubeconfig() writes unless told otherwise: kube-proxy's.
+DEFAULT_USER = "system:kube-proxy"
+# A client that opens a connection and says nothing must not hold a server thread for long.
+HANDSHAKE_SECONDS = 5.0
+
+
+@cache
+def tests_ca() -> trustme.CA:
+    """The CA of this test process: it signs the fake's certificate and its clients'."""
+    return trustme.CA(organization_name="pykubeproxy tests")
+
+
+@cache
+def stranger_ca() -> trustme.CA:
+    """A CA the fake does not trust, for clients that must be turned away."""
+    return trustme.CA(organization_name="pykubeproxy tests (untrusted)")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCredentials:
+    """What a client needs to talk to the fake: the CA to trust, and its certificate and key."""
+
+    user: str
+    ca_pem: bytes
+    cert_pem: bytes
+    key_pem: bytes
+
+    def ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cadata=self.ca_pem.decode())
+        with tempfile.TemporaryDirectory() as tmp:  # load_cert_chain reads files only
+            cert, key = Path(tmp, "cert.pem"), Path(tmp, "key.pem")
+            cert.write_bytes(self.cert_pem)
+            key.write_bytes(self.key_pem)
+            context.load_cert_chain(cert, key)
+        return context
+
+
+@cache
+def client_credentials(user: str = DEFAULT_USER, *, trusted: bool = True) -> ClientCredentials:
+    """A client certificate for `user` (its CN), from the tests' CA or else from a stranger's."""
+    leaf = (tests_ca() if trusted else stranger_ca()).issue_cert(common_name=user)
+    return ClientCredentials(
+        user=user,
+        ca_pem=tests_ca().cert_pem.bytes(),
+        cert_pem=leaf.cert_chain_pems[0].bytes(),
+        key_pem=leaf.private_key_pem.bytes(),
+    )
+
+
+@cache
+def _server_context() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tests_ca().issue_cert("127.0.0.1", "localhost", common_name="kube-apiserver").configure_cert(
+        context
+    )
+    tests_ca().configure_trust(context)
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def _peer_user(connection: socket.socket) -> str:
+    """The CN of a verified client certificate ("" on plain HTTP)."""
+    if not isinstance(connection, ssl.SSLSocket):
+        return ""
+    cert = connection.getpeercert() or {}
+    for rdn in cert.get("subject", ()):
+        for name, value in rdn:
+            if name == "commonName":
+                return str(value)
+    return ""
+
+
+def _cut(connection: socket.socket) -> None:
+    """Shut a connection down from any thread. socket.shutdown itself, not SSLSocket's: that
+    one drops the TLS object, which the connection's own thread may be using this moment."""
+    with suppress(OSError):
+        socket.socket.shutdown(connection, socket.SHUT_RDWR)
+
+
 # --- the server ----------------------------------------------------------------------------
 
 
@@ -462,13 +556,16 @@ class Request(NamedTuple):
 class FakeApiServer:
     """A kube-apiserver on 127.0.0.1 for one test: `with FakeApiServer() as api: ...`."""
 
-    def __init__(self, *, bookmark_interval: float = 1.0) -> None:
+    def __init__(self, *, bookmark_interval: float = 1.0, tls: bool = True) -> None:
         self.bookmark_interval = bookmark_interval
+        self.tls = tls
         self.requests: list[Request] = []
         self.errors: list[BaseException] = []  # handler crashes; a test should see none
         self._cond = threading.Condition()
         self._store = Store()
         self._faults = Faults()
+        self._unauthorized: set[str] = set()
+        self._forbidden: set[tuple[str, str | None]] = set()
         self._stopping = threading.Event()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -476,7 +573,7 @@ class FakeApiServer:
     # --- lifecycle
 
     def start(self) -> FakeApiServer:
-        self._httpd = _HTTPServer(self)
+        self._httpd = _HTTPServer(self, _server_context() if self.tls else None)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
             kwargs={"poll_interval": POLL_SECONDS},
@@ -518,26 +615,80 @@ class FakeApiServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def resource_version(self) -> str:
         with self._cond:
             return str(self._store.rv)
 
-    def write_kubeconfig(self, path: str | Path) -> Path:
-        """Write a kubeconfig for this server (dummy bearer token) and return its path."""
+    def write_kubeconfig(
+        self, path: str | Path, *, user: str = DEFAULT_USER, trusted: bool = True
+    ) -> Path:
+        """Write a kubeconfig for this server and return its path.
+
+        Over TLS: the tests' CA and a client certificate for `user`, inline as kubectl writes
+        them (from a CA the server does not trust unless `trusted`). Plain HTTP: a dummy token.
+        """
+        cluster: dict[str, str] = {"server": self.url}
+        credentials: dict[str, str] = {"token": "fake-token"}
+        if self.tls:
+            client = client_credentials(user, trusted=trusted)
+            cluster["certificate-authority-data"] = _b64(client.ca_pem)
+            credentials = {
+                "client-certificate-data": _b64(client.cert_pem),
+                "client-key-data": _b64(client.key_pem),
+            }
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
-            "users": [{"name": "fake", "user": {"token": "fake-token"}}],
+            "clusters": [{"name": "fake", "cluster": cluster}],
+            "users": [{"name": "fake", "user": credentials}],
             "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
             "current-context": "fake",
         }
         path = Path(path)
         path.write_text(yaml.safe_dump(config))
         return path
+
+    def client_context(self, user: str = DEFAULT_USER) -> ssl.SSLContext | None:
+        """An SSL context that trusts the server and presents `user`'s certificate (None: HTTP)."""
+        return client_credentials(user).ssl_context() if self.tls else None
+
+    # --- users
+
+    def unauthorize(self, user: str) -> None:
+        """Answer every request of `user` with 401, as for a revoked or unknown credential."""
+        with self._cond:
+            self._unauthorized.add(user)
+
+    def forbid(self, user: str, resource: str | None = None) -> None:
+        """Answer `user`'s requests for `resource` (None: any) with 403, as RBAC would."""
+        with self._cond:
+            self._forbidden.add((user, resource))
+
+    def permit(self, user: str) -> None:
+        """Undo unauthorize() and every forbid() of `user`."""
+        with self._cond:
+            self._unauthorized.discard(user)
+            self._forbidden = {(u, r) for u, r in self._forbidden if u != user}
+
+    def _refusal(self, user: str, verb: str, kind: Kind | None) -> tuple[int, str] | None:
+        """The 401 or 403 the real server would answer this request with, if any."""
+        if not self.tls:
+            return None
+        with self._cond:
+            if user in self._unauthorized:
+                return 401, "Unauthorized"
+            resource = kind.resource if kind else None
+            if (user, None) in self._forbidden or (user, resource) in self._forbidden:
+                group = kind.api_version.rpartition("/")[0] if kind else ""
+                what = f'resource "{resource}"' if kind else "path"
+                return 403, (
+                    f'{resource or "the path"} is forbidden: User "{user}" cannot {verb} '
+                    f'{what} in API group "{group}" at the cluster scope'
+                )
+        return None
 
     # --- objects
 
@@ -630,6 +781,11 @@ class FakeApiServer:
         """Make the current or next watch go silent, without closing, after k more events."""
         self._add_faults([Fault("stall", resource, "watch", after_events)])
 
+    def faults_pending(self) -> int:
+        """How many injected faults no request has met yet."""
+        with self._cond:
+            return len(self._faults.pending)
+
     def delay(self, resource: str | None, seconds: float) -> None:
         """Hold every later request of the resource this long before answering (0 to undo)."""
         with self._cond:
@@ -647,13 +803,18 @@ class FakeApiServer:
 
 
 class _HTTPServer(ThreadingHTTPServer):
-    """Tracks its connections so that stop() can cut them; never joins threads unboundedly."""
+    """Tracks its connections so that stop() can cut them; never joins threads unboundedly.
+
+    Over TLS, each connection's handshake happens in its own thread (_Handler.setup), so a slow
+    or silent client never holds up accepting the next one.
+    """
 
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, api: FakeApiServer) -> None:
+    def __init__(self, api: FakeApiServer, tls: ssl.SSLContext | None) -> None:
         self.api = api
+        self.tls = tls
         self._connections: dict[socket.socket, threading.Thread] = {}
         self._lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), _Handler)
@@ -662,6 +823,12 @@ class _HTTPServer(ThreadingHTTPServer):
         # HTTPServer.server_bind would resolve our name (getfqdn); a test must not touch DNS.
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = "127.0.0.1", int(self.server_address[1])
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = super().get_request()
+        if self.tls is not None:
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
 
     def process_request(self, request: Any, client_address: Any) -> None:
         thread = threading.Thread(
@@ -689,8 +856,7 @@ class _HTTPServer(ThreadingHTTPServer):
         with self._lock:
             connections = list(self._connections.items())
         for sock, _ in connections:
-            with suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+            _cut(sock)
         deadline = time.monotonic() + timeout
         for _, thread in connections:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -701,6 +867,12 @@ class _Handler(BaseHTTPRequestHandler):
     server: _HTTPServer
 
     def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            # A failed handshake (no client certificate, an unknown CA) raises SSLError here:
+            # the connection is dropped and, being an OSError, not counted as a crash.
+            self.request.settimeout(HANDSHAKE_SECONDS)
+            self.request.do_handshake()
+            self.request.settimeout(None)
         super().setup()
         # Watch events are small writes; Nagle's algorithm would hold them back.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -738,17 +910,30 @@ class _Handler(BaseHTTPRequestHandler):
         return url.path, query
 
     def _refuse(self) -> None:
-        self._log()
+        path, _ = self._log()
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        found = route(path)
+        if self._refused(self.command.lower(), found.kind if found else None):
+            return
         self.send_status(405, f"the fake API server does not implement {self.command}")
+
+    def _refused(self, verb: str, kind: Kind | None) -> bool:
+        """Answer 401 or 403 if the client's user may not do this (authn, then RBAC)."""
+        refusal = self.api._refusal(_peer_user(self.connection), verb, kind)
+        if refusal is not None:
+            self.send_status(*refusal)
+        return refusal is not None
 
     def _serve_get(self) -> None:
         path, query = self._log()
         found = route(path)
+        watching = query.get("watch", "") in TRUE_VALUES
+        verb = "get" if found and found.name else "watch" if watching else "list"
+        if self._refused(verb, found.kind if found else None):
+            return None
         if found is None:
             return self.send_status(404, "the server could not find the requested resource")
         resource = found.kind.resource
-        verb = "get" if found.name else "watch" if query.get("watch", "") in TRUE_VALUES else "list"
         self._pause(resource)
         with self.api._cond:
             failure = self.api._faults.take("fail", resource, verb)
@@ -820,17 +1005,34 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
 
     def abort(self) -> None:
-        # No terminating chunk: the client must see a broken stream, as when a node dies.
+        # No terminating chunk (nor TLS close_notify): the client must see a broken stream, as
+        # when a node dies.
         self.close_connection = True
-        with suppress(OSError):
-            self.connection.shutdown(socket.SHUT_RDWR)
+        _cut(self.connection)
 
     def client_gone(self) -> bool:
+        """Whether the client hung up. It sends nothing while it reads a watch, so anything
+        readable is its end: EOF, or over TLS the close_notify alert before it."""
+        connection = self.connection
         try:
-            readable, _, _ = select.select([self.connection], [], [], 0)
-            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+            readable, _, _ = select.select([connection], [], [], 0)
+            if not readable:
+                return False
+            if not isinstance(connection, ssl.SSLSocket):
+                return connection.recv(1, socket.MSG_PEEK) == b""
+            connection.setblocking(False)
+            try:
+                return connection.recv(1) == b""
+            except ssl.SSLWantReadError:
+                return False  # part of a TLS record: not the end yet
+            finally:
+                connection.setblocking(True)
         except OSError:
             return True
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
 
 def status_body(code: int, message: str) -> JSON:
