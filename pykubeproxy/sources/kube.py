@@ -289,6 +289,9 @@ class Reflector:
             allow_watch_bookmarks=True,
             timeout_seconds=timeout,
         )
+        # The server answered: the failures before were someone else's. A stream cut later
+        # backs off from the start, not from where an outage long over left the delay.
+        self.failures = 0
         try:
             with self._reading(response):
                 for line in _lines(response):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -497,6 +498,46 @@ def test_stall_watch_goes_silent_so_a_client_read_timeout_fires(
     apiserver.wait_until(
         lambda: apiserver.open_watches("services") == 0, what="no open watch", timeout=2
     )
+
+
+def test_a_released_stall_goes_on_with_what_queued_meanwhile(
+    apiserver: FakeApiServer, core: CoreV1Api
+) -> None:
+    add_services(apiserver, "a")
+    apiserver.stall_watch("services", after_events=1)
+    with watch_services(core, resource_version="1", _request_timeout=(2, 5)) as resp:
+        lines = iter(resp)
+        assert summary(read_events(lines, 1)) == [("ADDED", "a")]
+        apiserver.create("services", service("b", served=True))
+        time.sleep(0.3)  # silent meanwhile: nothing is read before the release below
+        apiserver.release_stalls()
+        assert summary(read_events(lines, 1)) == [("ADDED", "b")]
+
+
+def test_go_away_refuses_connections_then_serves_the_same_objects_on_the_same_port(
+    apiserver: FakeApiServer, core: CoreV1Api
+) -> None:
+    add_services(apiserver, "a")
+    port = apiserver.port
+    with watch_services(core, resource_version="1") as resp:
+        lines = iter(resp)
+        assert summary(read_events(lines, 1)) == [("ADDED", "a")]
+        refused: list[bool] = []
+
+        def try_to_connect() -> None:
+            time.sleep(0.2)
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            refused.append(True)
+
+        prober = threading.Thread(target=try_to_connect)
+        prober.start()
+        apiserver.go_away(0.6)
+        prober.join()
+        with pytest.raises(urllib3.exceptions.ProtocolError):
+            read_events(lines)  # the open watch was cut
+    assert refused == [True] and apiserver.port == port
+    assert [s["metadata"]["name"] for s in list_services(core)["items"]] == ["a"]
 
 
 def test_fail_next_answers_the_next_request_with_a_500_status(

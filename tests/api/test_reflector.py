@@ -231,6 +231,24 @@ def test_server_errors_back_off_and_the_sync_completes(
         assert len(apiserver.requests_to("services", watch=False)) == 4
 
 
+def test_a_watch_the_server_answered_starts_the_back_off_afresh(
+    apiserver: FakeApiServer, kubeconfig: Path
+) -> None:
+    # Failed watches push the back-off up; once a watch is answered, a later cut starts it over
+    # (else, after an outage, every dropped watch would wait the longest delay).
+    apiserver.fail_next("services", status=500, count=3, verb="watch")
+    with reflecting(kubeconfig, Store()) as kube:
+        services = reflector(kube, "Service")
+        answered = lambda: services.failures == 0  # noqa: E731
+        wait_until(answered, what="the fourth watch, answered, to clear the three failures")
+        apiserver.drop_watch("services")
+        wait_until(
+            lambda: len(apiserver.requests_to("services", watch=True)) == 5,
+            what="the watch made again after the cut",
+        )
+        wait_until(answered, what="the watch after the cut, answered, to clear its failure")
+
+
 def test_bookmarks_advance_the_resource_version(
     apiserver: FakeApiServer, source: tuple[KubeSource, Store]
 ) -> None:

@@ -18,7 +18,9 @@ from __future__ import annotations
 import base64
 import bisect
 import copy
+import ctypes
 import json
+import os
 import re
 import select
 import socket
@@ -438,6 +440,7 @@ class Faults:
 
     pending: list[Fault] = field(default_factory=list)
     delays: dict[str | None, float] = field(default_factory=dict)
+    releases: int = 0  # release_stalls() calls so far: a stalled watch waits for the next
 
     def take(self, name: str, resource: str, verb: str) -> Fault | None:
         for i, fault in enumerate(self.pending):
@@ -569,11 +572,15 @@ class FakeApiServer:
         self._stopping = threading.Event()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._netns: int | None = None
 
     # --- lifecycle
 
-    def start(self) -> FakeApiServer:
-        self._httpd = _HTTPServer(self, _server_context() if self.tls else None)
+    def start(self, port: int = 0) -> FakeApiServer:
+        # The namespace we listen in, to listen there again after go_away() from anywhere.
+        if self._netns is None:
+            self._netns = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        self._httpd = _HTTPServer(self, _server_context() if self.tls else None, port)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
             kwargs={"poll_interval": POLL_SECONDS},
@@ -590,11 +597,45 @@ class FakeApiServer:
         self._stopping.set()
         with self._cond:
             self._cond.notify_all()
+        self._halt(timeout)
+        if self._netns is not None:
+            os.close(self._netns)
+            self._netns = None
+
+    def _halt(self, timeout: float) -> None:
+        assert self._httpd is not None and self._thread is not None
         self._httpd.shutdown()
         self._httpd.server_close()
         self._httpd.close_connections(timeout)
         self._thread.join(timeout)
         self._httpd = self._thread = None
+
+    def go_away(self, seconds: float) -> None:
+        """Be away for `seconds`, as a restarting API server is, then serve again.
+
+        Every connection is cut (watches end without their final chunk) and nothing listens, so
+        connecting is refused; then the server listens on the same port again, in the same
+        network namespace, with the same objects and history. Returns when it is back.
+        """
+        if self._httpd is None or self._netns is None:
+            raise RuntimeError("the server is not running")
+        port = self.port
+        self._halt(5.0)
+        time.sleep(seconds)
+        netns, failure = self._netns, []
+
+        def listen_there() -> None:  # setns() moves only the calling thread: a thread of its own
+            try:
+                _enter_netns(netns)
+                self.start(port)
+            except BaseException as exc:  # raised again below, in the caller
+                failure.append(exc)
+
+        thread = threading.Thread(target=listen_there, name="fake-apiserver-back")
+        thread.start()
+        thread.join()
+        if failure:
+            raise failure[0]
 
     def __enter__(self) -> FakeApiServer:
         return self.start()
@@ -781,6 +822,13 @@ class FakeApiServer:
         """Make the current or next watch go silent, without closing, after k more events."""
         self._add_faults([Fault("stall", resource, "watch", after_events)])
 
+    def release_stalls(self) -> None:
+        """End every stall: the stalled watches go on, sending what queued meanwhile (a network
+        path that heals)."""
+        with self._cond:
+            self._faults.releases += 1
+            self._cond.notify_all()
+
     def faults_pending(self) -> int:
         """How many injected faults no request has met yet."""
         with self._cond:
@@ -802,6 +850,17 @@ class FakeApiServer:
             self._cond.notify_all()
 
 
+_CLONE_NEWNET = 0x40000000
+
+
+def _enter_netns(fd: int) -> None:
+    """Move the calling thread into the network namespace open at `fd` (setns(2))."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, _CLONE_NEWNET) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"setns: {os.strerror(errno)}")
+
+
 class _HTTPServer(ThreadingHTTPServer):
     """Tracks its connections so that stop() can cut them; never joins threads unboundedly.
 
@@ -812,12 +871,12 @@ class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, api: FakeApiServer, tls: ssl.SSLContext | None) -> None:
+    def __init__(self, api: FakeApiServer, tls: ssl.SSLContext | None, port: int = 0) -> None:
         self.api = api
         self.tls = tls
         self._connections: dict[socket.socket, threading.Thread] = {}
         self._lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(("127.0.0.1", port), _Handler)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind would resolve our name (getfqdn); a test must not touch DNS.
@@ -1153,15 +1212,21 @@ class WatchStream:
         """Carry out a claimed drop or stall once its events are spent; True ends the stream."""
         if self.fault is None or self.fault.arg > 0:
             return False
-        if self.fault.name == "stall":
-            self._stall()
+        if self.fault.name == "stall" and self._stall():
+            self.fault = None
+            return False  # released: the stream goes on
         return True
 
-    def _stall(self) -> None:
-        # Say nothing more, like a peer behind a dead network path, until someone hangs up.
+    def _stall(self) -> bool:
+        """Say nothing, like a peer behind a dead network path, until someone hangs up (False)
+        or release_stalls() heals the path (True)."""
+        released = self.api._faults.releases
         while not self.api._stopping.wait(POLL_SECONDS):
+            if self.api._faults.releases != released:
+                return True
             if self.http.client_gone():
-                return
+                return False
+        return False
 
     def _send_visible(self, event: Event) -> bool:
         seen = visible_event(event, self.flt)
