@@ -16,6 +16,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,12 +27,14 @@ from pykubeproxy.health import ProxyHealth
 from pykubeproxy.log import get_logger
 from pykubeproxy.loop import run_sync_loop
 from pykubeproxy.metrics import ProxyMetrics, standard_registry
+from pykubeproxy.model import Skipped
 from pykubeproxy.observe import Observer
 from pykubeproxy.pipeline import NodeIdentity
 from pykubeproxy.proxy import Proxy, collector_paused
 from pykubeproxy.servers import Listener, ListenError, RulesView, health_routes, metrics_routes
 from pykubeproxy.sources import Source
 from pykubeproxy.sources.files import FileSource, load_files
+from pykubeproxy.sources.listing import ListingError, list_once
 from pykubeproxy.store import Store
 
 EXIT_OK = 0
@@ -68,24 +71,58 @@ def _files_store(run: Run) -> Store:
 
 
 def run_dry_run(config: Config, run: Run) -> int:
-    """Sync once against the mode's kernel kept in memory, then print what it now holds."""
-    if not run.from_file:
-        log.error("--dry-run needs --from-file (reading the API server comes in a later release)")
-        return EXIT_USAGE
+    """Sync once against the mode's kernel kept in memory, then print what it now holds.
+
+    The objects come from the manifests (--from-file) or from one LIST of the cluster."""
+    identity = node_identity(config, run.node_ips)
     # One pass that allocates the whole cluster and keeps most of it: collections would only
     # walk what survives anyway (about a quarter of the time at 10 000 Services).
     with collector_paused():
-        return _dry_run(config, run)
+        store = Store()
+        if run.from_file:
+            skipped: Sequence[Skipped] = load_files(store, run.from_file).skipped
+        else:
+            try:
+                _list_cluster(config, identity.name, store)
+            except ListingError as exc:
+                log.error("dry run: cannot read the cluster", error=str(exc))
+                return EXIT_USAGE
+            skipped = ()
+        return _dry_run(config, run, identity, store, skipped)
 
 
-def _dry_run(config: Config, run: Run) -> int:
-    store = Store()
-    manifests = load_files(store, run.from_file)
-    identity = node_identity(config, run.node_ips)
+def _list_cluster(config: Config, node_name: str, store: Store) -> None:
+    """One LIST of Services, EndpointSlices and this Node, as the daemon's reflectors make it."""
+    from pykubeproxy.sources.kube import api_client, requesters
+
+    where = f"kubeconfig {config.kubeconfig}" if config.kubeconfig else "in-cluster configuration"
+    if config.kubeconfig and not Path(config.kubeconfig).is_file():
+        raise ListingError(f"kubeconfig {config.kubeconfig} does not exist or is not a file")
+    try:
+        api = api_client(config.kubeconfig, config.master)
+    except Exception as exc:  # the client raises several kinds for a bad or missing config
+        hint = "" if config.kubeconfig else " (not in a Pod? pass --kubeconfig, or --from-file)"
+        raise ListingError(f"cannot use the {where}{hint}: {_one_line(exc)}") from exc
+    server = config.master or str(getattr(getattr(api, "configuration", None), "host", ""))
+    try:
+        list_once(requesters(api, node_name), store, server=server or "(unknown)")
+    finally:
+        close = getattr(api, "close", None)
+        if close is not None:
+            close()
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _dry_run(
+    config: Config, run: Run, identity: NodeIdentity, store: Store, skipped_input: Sequence[Skipped]
+) -> int:
     proxy = Proxy(backend=open_backend(config, dry_run=True), identity=identity)
     snapshot, translated = proxy.translate(store)
     log.info("rendering for " + translated.note)
-    skipped = (*manifests.skipped, *translated.state.skipped)
+    skipped = (*skipped_input, *translated.state.skipped)
     for each in skipped:
         report = log.warning if each.invalid else log.info
         report("skipped", object=f"{each.kind} {each.namespace}/{each.name}", reason=each.reason)
