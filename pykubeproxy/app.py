@@ -19,23 +19,23 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pykubeproxy.backends import BackendError, SetupError, SyncError, cleanup_all, open_backend
 from pykubeproxy.config import Config
 from pykubeproxy.conntrack import Conntrack
-from pykubeproxy.health import ProxyHealth
 from pykubeproxy.log import get_logger
 from pykubeproxy.loop import run_sync_loop
-from pykubeproxy.metrics import ProxyMetrics, standard_registry
 from pykubeproxy.model import Skipped
-from pykubeproxy.observe import Observer
 from pykubeproxy.pipeline import NodeIdentity
 from pykubeproxy.proxy import Proxy, collector_paused
-from pykubeproxy.servers import Listener, ListenError, RulesView, health_routes, metrics_routes
 from pykubeproxy.sources import Source
 from pykubeproxy.sources.files import FileSource, load_files
 from pykubeproxy.sources.listing import ListingError, list_once
 from pykubeproxy.store import Store
+
+if TYPE_CHECKING:
+    from pykubeproxy.servers import Listener
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -189,6 +189,12 @@ def _source(config: Config, run: Run, node_name: str, store: Store) -> Source:
 
 def _serve(config: Config, proxy: Proxy, store: Store) -> list[Listener]:
     """Metrics, /rules, /healthz and /livez, fed by every change and sync; SIGUSR1 logs rules."""
+    # Only the daemon serves: prometheus_client and http.server stay out of the one-shot commands.
+    from pykubeproxy.health import ProxyHealth
+    from pykubeproxy.metrics import ProxyMetrics, standard_registry
+    from pykubeproxy.observe import Observer
+    from pykubeproxy.servers import Listener, ListenError, RulesView, health_routes, metrics_routes
+
     registry = standard_registry()
     metrics = ProxyMetrics(registry, started=time.time())
     metrics.backend.info({"mode": proxy.backend.mode, "backend": proxy.backend.interface})
@@ -264,6 +270,8 @@ def run_proxy(config: Config, run: Run) -> int:
 def _serve_until_stopped(
     config: Config, run: Run, proxy: Proxy, store: Store, source: Source
 ) -> int:
+    from pykubeproxy.servers import ListenError
+
     source.start()
     try:
         listeners = _serve(config, proxy, store)

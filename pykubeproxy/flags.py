@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-import yaml
-
 from pykubeproxy.config import (
     PROXY_MODES,
     Config,
@@ -236,6 +234,8 @@ def load_config(args: argparse.Namespace) -> tuple[Config, tuple[str, ...]]:
     file_values: dict[str, Any] = {}
     ignored: tuple[str, ...] = ()
     if args.config:
+        import yaml  # only for --config: the other commands never parse YAML here
+
         path = Path(args.config)
         try:
             doc = yaml.safe_load(path.read_text(encoding="utf-8"))
