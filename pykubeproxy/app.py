@@ -16,7 +16,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,6 +36,7 @@ from pykubeproxy.store import Store
 
 if TYPE_CHECKING:
     from pykubeproxy.servers import Listener
+    from pykubeproxy.sources.kube import Requester
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -93,23 +94,28 @@ def run_dry_run(config: Config, run: Run) -> int:
 
 def _list_cluster(config: Config, node_name: str, store: Store) -> None:
     """One LIST of Services, EndpointSlices and this Node, as the daemon's reflectors make it."""
-    from pykubeproxy.sources.kube import api_client, requesters
-
     where = f"kubeconfig {config.kubeconfig}" if config.kubeconfig else "in-cluster configuration"
     if config.kubeconfig and not Path(config.kubeconfig).is_file():
         raise ListingError(f"kubeconfig {config.kubeconfig} does not exist or is not a file")
     try:
-        api = api_client(config.kubeconfig, config.master)
+        request_by_kind, server, close = _connect(config, node_name)
     except Exception as exc:  # the client raises several kinds for a bad or missing config
         hint = "" if config.kubeconfig else " (not in a Pod? pass --kubeconfig, or --from-file)"
         raise ListingError(f"cannot use the {where}{hint}: {_one_line(exc)}") from exc
-    server = config.master or str(getattr(getattr(api, "configuration", None), "host", ""))
     try:
-        list_once(requesters(api, node_name), store, server=server or "(unknown)")
+        list_once(request_by_kind, store, server=server)
     finally:
-        close = getattr(api, "close", None)
-        if close is not None:
-            close()
+        close()
+
+
+def _connect(
+    config: Config, node_name: str
+) -> tuple[Mapping[str, Requester], str, Callable[[], None]]:
+    """The daemon's list/watch calls for this node, the server's URL, and how to let go."""
+    from pykubeproxy.sources.kube import api_client, requesters
+
+    api = api_client(config.kubeconfig, config.master)
+    return requesters(api, node_name), str(api.configuration.host), api.close
 
 
 def _one_line(exc: BaseException) -> str:
