@@ -8,6 +8,7 @@ wrong (no server, credentials refused, RBAC), with short timeouts.
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Mapping
 
@@ -78,6 +79,13 @@ def _why_unreachable(exc: BaseException, timing: Timing) -> str:
     cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return (
+                f"its certificate is not trusted ({cause.verify_message}): is the kubeconfig's "
+                "certificate-authority the one that signed it?"
+            )
+        if isinstance(cause, ssl.SSLError):
+            return f"the TLS handshake failed ({cause.reason or cause})"
         if isinstance(cause, ConnectionRefusedError):
             return "connection refused (is the server running, and is that its address?)"
         if isinstance(cause, TimeoutError) or "timed out" in str(cause).lower():

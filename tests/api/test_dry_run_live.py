@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import yaml
 
 from pykubeproxy.cli import main
 from pykubeproxy.sources import listing
-from pykubeproxy.sources.kube import PROXY_LABEL_SELECTOR, Timing
+from pykubeproxy.sources.kube import PROXY_LABEL_SELECTOR, SourceError, Timing
 from tests.support.fake_apiserver import FakeApiServer
 from tests.support.paths import EXAMPLES
 
@@ -238,3 +239,19 @@ def test_master_overrides_the_kubeconfigs_server(
 
     assert code == 0, err
     assert out.startswith("*filter\n")
+
+
+def test_an_untrusted_server_certificate_is_named_as_such() -> None:
+    # As the transport reports it: its own error, caused by the ssl module's.
+    refused = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    refused.verify_message = "self-signed certificate"
+    try:
+        try:
+            raise refused
+        except ssl.SSLError as exc:
+            raise SourceError("SSLError: certificate verify failed") from exc
+    except SourceError as exc:
+        line = listing.describe(exc, kind="Service", server="https://x:6443", timing=Timing())
+
+    assert line.startswith("cannot reach the API server at https://x:6443: its certificate is ")
+    assert "not trusted (self-signed certificate)" in line
