@@ -31,7 +31,6 @@ from pykubeproxy.pipeline import NodeIdentity
 from pykubeproxy.proxy import Proxy, collector_paused
 from pykubeproxy.sources import Source
 from pykubeproxy.sources.files import FileSource, load_files
-from pykubeproxy.sources.listing import ListingError, list_once
 from pykubeproxy.store import Store
 
 if TYPE_CHECKING:
@@ -83,6 +82,9 @@ def run_dry_run(config: Config, run: Run) -> int:
         if run.from_file:
             skipped: Sequence[Skipped] = load_files(store, run.from_file).skipped
         else:
+            # Here, not above: the API client's modules are no business of the other commands.
+            from pykubeproxy.sources.listing import ListingError
+
             try:
                 _list_cluster(config, identity.name, store)
             except ListingError as exc:
@@ -94,6 +96,8 @@ def run_dry_run(config: Config, run: Run) -> int:
 
 def _list_cluster(config: Config, node_name: str, store: Store) -> None:
     """One LIST of Services, EndpointSlices and this Node, as the daemon's reflectors make it."""
+    from pykubeproxy.sources.listing import ListingError, list_once
+
     where = f"kubeconfig {config.kubeconfig}" if config.kubeconfig else "in-cluster configuration"
     if config.kubeconfig and not Path(config.kubeconfig).is_file():
         raise ListingError(f"kubeconfig {config.kubeconfig} does not exist or is not a file")

@@ -191,7 +191,7 @@ def test_a_missing_kubeconfig_is_named(tmp_path: Path, capsys: pytest.CaptureFix
     ("text", "says"),
     [
         ("clusters: [\n  - x: {\n", "line 2, column 3"),  # not YAML
-        ("apiVersion: v1\nkind: Config\n", "current-context"),  # YAML, but no context
+        ("apiVersion: v1\nkind: Config\n", "context"),  # YAML, but no context to use
     ],
 )
 def test_a_kubeconfig_that_does_not_parse_is_named_with_the_reason(
