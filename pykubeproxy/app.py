@@ -16,6 +16,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,20 +24,20 @@ from typing import TYPE_CHECKING
 from pykubeproxy.backends import BackendError, SetupError, SyncError, cleanup_all, open_backend
 from pykubeproxy.config import Config
 from pykubeproxy.conntrack import Conntrack
-from pykubeproxy.health import ProxyHealth
 from pykubeproxy.log import get_logger
 from pykubeproxy.loop import run_sync_loop
-from pykubeproxy.metrics import ClientMetrics, ProxyMetrics, standard_registry
-from pykubeproxy.observe import Observer
+from pykubeproxy.model import Skipped
 from pykubeproxy.pipeline import NodeIdentity
 from pykubeproxy.proxy import Proxy, collector_paused
-from pykubeproxy.servers import Listener, ListenError, RulesView, health_routes, metrics_routes
 from pykubeproxy.sources import Source
 from pykubeproxy.sources.files import FileSource, load_files
 from pykubeproxy.store import Store
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
+
+    from pykubeproxy.servers import Listener
+    from pykubeproxy.sources.kube import Requester
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -72,24 +73,68 @@ def _files_store(run: Run) -> Store:
 
 
 def run_dry_run(config: Config, run: Run) -> int:
-    """Sync once against the mode's kernel kept in memory, then print what it now holds."""
-    if not run.from_file:
-        log.error("--dry-run needs --from-file (reading the API server comes in a later release)")
-        return EXIT_USAGE
+    """Sync once against the mode's kernel kept in memory, then print what it now holds.
+
+    The objects come from the manifests (--from-file) or from one LIST of the cluster."""
+    identity = node_identity(config, run.node_ips)
     # One pass that allocates the whole cluster and keeps most of it: collections would only
     # walk what survives anyway (about a quarter of the time at 10 000 Services).
     with collector_paused():
-        return _dry_run(config, run)
+        store = Store()
+        if run.from_file:
+            skipped: Sequence[Skipped] = load_files(store, run.from_file).skipped
+        else:
+            # Here, not above: the API client's modules are no business of the other commands.
+            from pykubeproxy.sources.listing import ListingError
+
+            try:
+                _list_cluster(config, identity.name, store)
+            except ListingError as exc:
+                log.error("dry run: cannot read the cluster", error=str(exc))
+                return EXIT_USAGE
+            skipped = ()
+        return _dry_run(config, run, identity, store, skipped)
 
 
-def _dry_run(config: Config, run: Run) -> int:
-    store = Store()
-    manifests = load_files(store, run.from_file)
-    identity = node_identity(config, run.node_ips)
+def _list_cluster(config: Config, node_name: str, store: Store) -> None:
+    """One LIST of Services, EndpointSlices and this Node, as the daemon's reflectors make it."""
+    from pykubeproxy.sources.listing import ListingError, list_once
+
+    where = f"kubeconfig {config.kubeconfig}" if config.kubeconfig else "in-cluster configuration"
+    if config.kubeconfig and not Path(config.kubeconfig).is_file():
+        raise ListingError(f"kubeconfig {config.kubeconfig} does not exist or is not a file")
+    try:
+        request_by_kind, server, close = _connect(config, node_name)
+    except Exception as exc:  # the client raises several kinds for a bad or missing config
+        hint = "" if config.kubeconfig else " (not in a Pod? pass --kubeconfig, or --from-file)"
+        raise ListingError(f"cannot use the {where}{hint}: {_one_line(exc)}") from exc
+    try:
+        list_once(request_by_kind, store, server=server)
+    finally:
+        close()
+
+
+def _connect(
+    config: Config, node_name: str
+) -> tuple[Mapping[str, Requester], str, Callable[[], None]]:
+    """The daemon's list/watch calls for this node, the server's URL, and how to let go."""
+    from pykubeproxy.sources.clients import connect
+
+    connection = connect(config.kubeconfig, config.master, node_name)
+    return connection.request_by_kind, connection.server, connection.close
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _dry_run(
+    config: Config, run: Run, identity: NodeIdentity, store: Store, skipped_input: Sequence[Skipped]
+) -> int:
     proxy = Proxy(backend=open_backend(config, dry_run=True), identity=identity)
     snapshot, translated = proxy.translate(store)
     log.info("rendering for " + translated.note)
-    skipped = (*manifests.skipped, *translated.state.skipped)
+    skipped = (*skipped_input, *translated.state.skipped)
     for each in skipped:
         report = log.warning if each.invalid else log.info
         report("skipped", object=f"{each.kind} {each.namespace}/{each.name}", reason=each.reason)
@@ -147,6 +192,7 @@ def _source(
     if run.from_file:
         return FileSource(store, run.from_file)
     from pykubeproxy.client_metrics import RequestMetrics, api_host
+    from pykubeproxy.metrics import ClientMetrics
     from pykubeproxy.sources.clients import connect
     from pykubeproxy.sources.kube import KubeSource, RateLimiter
 
@@ -165,6 +211,12 @@ def _serve(
     config: Config, proxy: Proxy, store: Store, *, registry: CollectorRegistry
 ) -> list[Listener]:
     """Metrics, /rules, /healthz and /livez, fed by every change and sync; SIGUSR1 logs rules."""
+    # Only the daemon serves: prometheus_client and http.server stay out of the one-shot commands.
+    from pykubeproxy.health import ProxyHealth
+    from pykubeproxy.metrics import ProxyMetrics
+    from pykubeproxy.observe import Observer
+    from pykubeproxy.servers import Listener, ListenError, RulesView, health_routes, metrics_routes
+
     metrics = ProxyMetrics(registry, started=time.time())
     metrics.backend.info({"mode": proxy.backend.mode, "backend": proxy.backend.interface})
     health = ProxyHealth(timeout=2 * proxy.backend.periods[1])
@@ -236,6 +288,8 @@ def run_proxy(config: Config, run: Run) -> int:
         log.error("cannot start", error=str(exc))
         return EXIT_FAILURE
     store = Store()
+    from pykubeproxy.metrics import standard_registry
+
     # Made before the source, whose first requests the API client metrics count.
     registry = standard_registry()
     try:
@@ -261,6 +315,8 @@ def _serve_until_stopped(
     *,
     registry: CollectorRegistry,
 ) -> int:
+    from pykubeproxy.servers import ListenError
+
     source.start()
     try:
         listeners = _serve(config, proxy, store, registry=registry)

@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-import yaml
-
 from pykubeproxy.config import (
     PROXY_MODES,
     Config,
@@ -138,8 +136,11 @@ KUBE_PROXY_FLAGS = (
 )  # fmt: skip
 
 OWN_FLAGS = (
-    Flag("--dry-run", "print what would be written to the kernel (iptables-restore input); "
-         "touch nothing", switch=True),
+    Flag("--dry-run", "print what would be written to the kernel (iptables-restore input, or "
+         "the IPVS table in ipvs mode) and touch nothing; the objects come from --from-file, "
+         "else from one LIST of the cluster (--kubeconfig, in-cluster config, --master; no "
+         "watch, no retries: exit 2 with the reason if the API server cannot be read)",
+         switch=True),
     Flag("--from-file", "read Services, EndpointSlices and Nodes from a file or directory of "
          "YAML/JSON manifests instead of the API server (repeatable)", kind=Path, metavar="PATH",
          repeated=True),
@@ -233,6 +234,8 @@ def load_config(args: argparse.Namespace) -> tuple[Config, tuple[str, ...]]:
     file_values: dict[str, Any] = {}
     ignored: tuple[str, ...] = ()
     if args.config:
+        import yaml  # only for --config: the other commands never parse YAML here
+
         path = Path(args.config)
         try:
             doc = yaml.safe_load(path.read_text(encoding="utf-8"))

@@ -41,7 +41,17 @@ class WatchExpired(Exception):
 
 
 class SourceError(Exception):
-    """A request failed in a way that retrying later may fix."""
+    """A request failed in a way that retrying later may fix.
+
+    `status` is the HTTP status when the server answered (0 when it did not), `message` the
+    message of the Status object it sent back (what a user is told: RBAC names the verb and
+    the resource refused).
+    """
+
+    def __init__(self, text: str, *, status: int = 0, message: str = "") -> None:
+        super().__init__(text)
+        self.status = status
+        self.message = message
 
 
 class Response(Protocol):
@@ -114,7 +124,18 @@ class RateLimiter:
 def _status_error(status: int, body: bytes) -> Exception:
     if status == 410:
         return WatchExpired(f"HTTP 410: {body[:200]!r}")
-    return SourceError(f"HTTP {status}: {body[:300]!r}")
+    return SourceError(f"HTTP {status}: {body[:300]!r}", status=status, message=_message(body))
+
+
+def _message(body: bytes) -> str:
+    """The message of the Status object an error response carries, else the body's start."""
+    try:
+        status = json.loads(body)
+    except ValueError:
+        status = None
+    if isinstance(status, dict) and isinstance(status.get("message"), str):
+        return str(status["message"])
+    return body[:300].decode("utf-8", "replace").strip()
 
 
 def _socket_of(response: Response) -> socket.socket | None:

@@ -134,11 +134,15 @@ def test_dry_run_as_a_module_in_a_subprocess(tmp_path: Path) -> None:
         json.loads(line)  # not a terminal: one JSON object per log line
 
 
-def test_dry_run_without_manifests_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+def test_dry_run_without_manifests_or_a_cluster_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     code, out, err = dry_run(capsys)
     assert code == 2
     assert out == ""
-    assert "--from-file" in err
+    assert "in-cluster configuration" in err
+    assert "--kubeconfig, or --from-file" in err
 
 
 def test_hostname_override_picks_the_node_and_its_endpoints(

@@ -362,6 +362,13 @@ class NetlinkDummyLink:
         self._iproute_socket = None
 
     def _dummy_index(self) -> int | None:
+        if self.netns is None and self._iproute_socket is None:
+            # In our own namespace an ioctl answers without importing pyroute2, which is most
+            # of `--cleanup` on a node that never ran IPVS mode.
+            try:
+                return socket.if_nametoindex(self.dummy_interface)
+            except OSError:
+                return None
         found = self._iproute().link_lookup(ifname=self.dummy_interface)
         return int(found[0]) if found else None
 
