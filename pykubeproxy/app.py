@@ -36,7 +36,9 @@ from pykubeproxy.store import Store
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from pykubeproxy.client_metrics import RequestMetrics
     from pykubeproxy.servers import Listener
+    from pykubeproxy.sources.clients import Connection
     from pykubeproxy.sources.kube import Requester
 
 EXIT_OK = 0
@@ -204,7 +206,22 @@ def _source(
         store=store,
         limiter=RateLimiter(config.api_qps, config.api_burst),
         observer=observer,
+        on_listed=_starting_event(connection, node_name, observer),
     )
+
+
+def _starting_event(
+    connection: Connection, node_name: str, observer: RequestMetrics
+) -> dict[str, Callable[[], None]]:
+    """kube-proxy's Starting event, posted once the Node's first LIST is in (the daemon only)."""
+    from pykubeproxy.sources.events import StartingEvent
+
+    if connection.transport is None:
+        log.debug("the Starting event is not posted through the kubernetes client")
+        return {}
+    observer.expect_posts()
+    event = StartingEvent(connection.transport, node_name, observer=observer)
+    return {"Node": event.announce}
 
 
 def _serve(

@@ -23,6 +23,9 @@ class Connection:
     client: str  # "urllib3" or "kubernetes"
     close: Callable[[], None]
     server: str  # the API server's URL
+    # Our own transport, for requests besides list/watch (the Starting event); None when the
+    # `kubernetes` client makes the requests, which posts no event.
+    transport: Transport | None = None
 
 
 def connect(config_file: str, master: str, node_name: str) -> Connection:
@@ -36,7 +39,7 @@ def connect(config_file: str, master: str, node_name: str) -> Connection:
         return Connection(requests, "kubernetes", api.close, str(api.configuration.host))
     transport = Transport(config)
     requests = transport_requesters(transport, node_name)
-    return Connection(requests, "urllib3", transport.close, config.server)
+    return Connection(requests, "urllib3", transport.close, config.server, transport)
 
 
 def _paths(node_name: str) -> dict[str, tuple[str, dict[str, str]]]:

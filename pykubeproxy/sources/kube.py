@@ -124,10 +124,12 @@ class RateLimiter:
 def _status_error(status: int, body: bytes) -> Exception:
     if status == 410:
         return WatchExpired(f"HTTP 410: {body[:200]!r}")
-    return SourceError(f"HTTP {status}: {body[:300]!r}", status=status, message=_message(body))
+    return SourceError(
+        f"HTTP {status}: {body[:300]!r}", status=status, message=status_message(body)
+    )
 
 
-def _message(body: bytes) -> str:
+def status_message(body: bytes) -> str:
     """The message of the Status object an error response carries, else the body's start."""
     try:
         status = json.loads(body)
@@ -201,8 +203,10 @@ class Reflector:
         limiter: RateLimiter | None = None,
         rng: random.Random | None = None,
         observer: RequestObserver | None = None,
+        on_listed: Callable[[], None] | None = None,
     ) -> None:
         self.kind = kind
+        self.on_listed = on_listed  # after every LIST: must return at once
         self.request = request
         self.store = store
         self.stop = stop
@@ -300,6 +304,8 @@ class Reflector:
         log.info(
             "listed", kind=self.kind, objects=len(items), resource_version=self.resource_version
         )
+        if self.on_listed is not None:
+            self.on_listed()
 
     def _watch(self) -> None:
         # Spread reconnects of many nodes over time, as client-go does.
@@ -388,6 +394,7 @@ class KubeSource:
         timing: Timing = Timing(),
         limiter: RateLimiter | None = None,
         observer: RequestObserver | None = None,
+        on_listed: Mapping[str, Callable[[], None]] | None = None,
     ) -> None:
         self.stop_event = threading.Event()
         self.reflectors = [
@@ -399,6 +406,7 @@ class KubeSource:
                 timing=timing,
                 limiter=limiter,
                 observer=observer,
+                on_listed=(on_listed or {}).get(kind),
             )
             for kind, request in request_by_kind.items()
         ]

@@ -229,7 +229,7 @@ def query_string(arguments: Mapping[str, Any]) -> dict[str, str]:
 
 
 class Transport:
-    """GETs to one API server over a small pool of kept-alive connections."""
+    """Requests to one API server over a small pool of kept-alive connections."""
 
     def __init__(self, config: ApiConfig, *, connections: int = 4) -> None:
         self.config = config
@@ -259,6 +259,18 @@ class Transport:
             headers=self.config.headers(),
             preload_content=False,
             timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]) if timeout else None,
+        )
+
+    def post(
+        self, path: str, body: bytes, *, timeout: tuple[float, float]
+    ) -> urllib3.BaseHTTPResponse:
+        """Send a JSON body; the response is read whole (a created object is small)."""
+        return self.pool.request(
+            "POST",
+            self.config.server.rstrip("/") + path,
+            body=body,
+            headers={**self.config.headers(), "Content-Type": "application/json"},
+            timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]),
         )
 
     def close(self) -> None:

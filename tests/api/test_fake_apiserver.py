@@ -628,3 +628,42 @@ def test_a_watch_must_be_read_through_one_line_iterator(
         assert summary(read_events(iter(resp), 1)) == [("ADDED", "a")]
         assert read_events(iter(resp)) == []
     apiserver.wait_until(lambda: apiserver.open_watches() == 0, what="no open watch", timeout=2)
+
+
+def post(server: FakeApiServer, path: str, body: object) -> tuple[int, JSON]:
+    """POST JSON as the default user; the status and the decoded answer."""
+    pool = urllib3.PoolManager(ssl_context=server.client_context(), retries=False)
+    try:
+        answer = pool.request("POST", server.url + path, body=json.dumps(body).encode())
+        return answer.status, answer.json()
+    finally:
+        pool.clear()
+
+
+EVENTS = "/apis/events.k8s.io/v1/namespaces/default/events"
+
+
+def an_event(name: str = "node-1.1", **fields: Any) -> JSON:
+    return {"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": name}, **fields}
+
+
+def test_an_event_posted_is_stored_and_answered_201_once_then_409(
+    apiserver: FakeApiServer,
+) -> None:
+    status, created = post(apiserver, EVENTS, an_event(reason="Starting"))
+    assert status == 201
+    assert created["metadata"]["namespace"] == "default" and created["reason"] == "Starting"
+    assert apiserver.objects("events") == [created]
+    assert post(apiserver, EVENTS, an_event())[0] == 409
+
+
+def test_a_post_the_real_server_would_refuse_is_refused(apiserver: FakeApiServer) -> None:
+    assert post(apiserver, "/api/v1/namespaces/default/services", service("web"))[0] == 405
+    elsewhere = an_event(metadata={"name": "x", "namespace": "kube-system"})
+    assert post(apiserver, EVENTS, elsewhere)[0] == 400
+    assert post(apiserver, "/apis/events.k8s.io/v1/events", an_event())[0] == 400
+    assert post(apiserver, EVENTS, an_event(name=""))[0] == 422
+    apiserver.forbid(DEFAULT_USER, "events")
+    status, refusal = post(apiserver, EVENTS, an_event())
+    assert status == 403 and 'cannot create resource "events"' in refusal["message"]
+    assert apiserver.objects("events") == []

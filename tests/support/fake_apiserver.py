@@ -1,4 +1,4 @@
-"""Owns a fake kube-apiserver for tests: real list/watch of Services, EndpointSlices, Nodes.
+"""Owns a fake kube-apiserver for tests: list/watch of Services, EndpointSlices, Nodes, Events.
 
 It keeps state like the real one (objects, one global resourceVersion, event history, list
 snapshots for `continue`) and lets a test inject the faults a reflector must survive.
@@ -61,6 +61,7 @@ REASONS = {
     405: "MethodNotAllowed",
     409: "Conflict",
     410: "Expired",
+    422: "Invalid",
     429: "TooManyRequests",
     500: "InternalError",
     503: "ServiceUnavailable",
@@ -100,8 +101,11 @@ KINDS = {
             namespaced=True,
         ),
         Kind("nodes", "Node", "v1", "/api/v1", namespaced=False),
+        Kind("events", "Event", "events.k8s.io/v1", "/apis/events.k8s.io/v1", namespaced=True),
     )
 }
+# What a client may POST (the Starting event); everything else is the test's to write.
+CREATABLE = frozenset({"events"})
 
 
 class Route(NamedTuple):
@@ -427,7 +431,7 @@ def _decode_continue(token: str) -> tuple[int, str]:
 class Fault:
     name: str  # "fail", "gone", "drop" or "stall"
     resource: str | None  # None: any resource
-    verb: str | None  # "list", "watch" or "get"; None: any
+    verb: str | None  # "list", "watch", "get" or "create"; None: any
     arg: Any
 
     def applies(self, name: str, resource: str, verb: str) -> bool:
@@ -569,6 +573,7 @@ class FakeApiServer:
         self._faults = Faults()
         self._unauthorized: set[str] = set()
         self._forbidden: set[tuple[str, str | None]] = set()
+        self._held: set[str] = set()  # resources whose POSTs wait for release_creates()
         self._stopping = threading.Event()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -829,6 +834,16 @@ class FakeApiServer:
             self._faults.releases += 1
             self._cond.notify_all()
 
+    def hold_creates(self, resource: str) -> None:
+        """Leave POSTs of `resource` unanswered (logged, not yet stored) until release_creates()."""
+        with self._cond:
+            self._held.add(resource)
+
+    def release_creates(self) -> None:
+        with self._cond:
+            self._held.clear()
+            self._cond.notify_all()
+
     def faults_pending(self) -> int:
         """How many injected faults no request has met yet."""
         with self._cond:
@@ -949,9 +964,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         with self._client_may_vanish():
+            self._serve_post()
+
+    def do_PUT(self) -> None:
+        with self._client_may_vanish():
             self._refuse()
 
-    do_PUT = do_PATCH = do_DELETE = do_POST
+    do_PATCH = do_DELETE = do_PUT
 
     @contextmanager
     def _client_may_vanish(self) -> Iterator[None]:
@@ -975,6 +994,36 @@ class _Handler(BaseHTTPRequestHandler):
         if self._refused(self.command.lower(), found.kind if found else None):
             return
         self.send_status(405, f"the fake API server does not implement {self.command}")
+
+    def _serve_post(self) -> None:
+        """Create an object of a CREATABLE kind in the namespace of the path, as the real
+        server does: 201 and the stored object, 409 if the name is taken."""
+        path, _ = self._log()
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        found = route(path)
+        if self._refused("create", found.kind if found else None):
+            return None
+        if found is None or found.name or found.kind.resource not in CREATABLE:
+            return self.send_status(405, f"the fake API server does not implement POST {path}")
+        api, resource = self.api, found.kind.resource
+        with api._cond:
+            api._cond.wait_for(lambda: resource not in api._held or api._stopping.is_set())
+            failure = api._faults.take("fail", resource, "create")
+        if failure is not None:
+            return self.send_status(failure.arg, f"injected failure of create {path}")
+        try:
+            obj = json.loads(body)
+        except ValueError as exc:
+            return self.send_status(400, f"the body is not JSON: {exc}")
+        problem = _creation_problem(found, obj)
+        if problem:
+            return self.send_status(422 if problem.startswith("metadata.") else 400, problem)
+        obj["metadata"]["namespace"] = found.namespace
+        try:
+            stored = self.api.create(found.kind.resource, obj)
+        except KeyError as exc:
+            return self.send_status(409, str(exc.args[0]))
+        self.send_json(201, stored)
 
     def _refused(self, verb: str, kind: Kind | None) -> bool:
         """Answer 401 or 403 if the client's user may not do this (authn, then RBAC)."""
@@ -1088,6 +1137,26 @@ class _Handler(BaseHTTPRequestHandler):
                 connection.setblocking(True)
         except OSError:
             return True
+
+
+def _creation_problem(found: Route, obj: object) -> str:
+    """Why the real server would refuse to create `obj` at `found` ("" if it would not)."""
+    kind = found.kind
+    if found.namespace is None:
+        return f"{kind.resource} are created in a namespace: POST to .../namespaces/NS/"
+    if not isinstance(obj, dict) or not isinstance(obj.get("metadata"), dict):
+        return "the body is not an object with metadata"
+    if obj.get("kind", kind.kind) != kind.kind:
+        return f"kind {obj.get('kind')!r} posted to {kind.resource}"
+    if obj.get("apiVersion", kind.api_version) != kind.api_version:
+        return f"apiVersion {obj.get('apiVersion')!r} posted to {kind.api_version}"
+    if obj["metadata"].get("namespace", found.namespace) != found.namespace:
+        return (
+            "the namespace of the provided object does not match the namespace sent on the request"
+        )
+    if not obj["metadata"].get("name"):
+        return "metadata.name: Required value: name or generateName is required"
+    return ""
 
 
 def _b64(data: bytes) -> str:
