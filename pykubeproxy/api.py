@@ -98,8 +98,13 @@ class ForZone(TypedDict):
     name: str
 
 
+class ForNode(TypedDict):
+    name: str
+
+
 class EndpointHints(TypedDict, total=False):
     forZones: list[ForZone]
+    forNodes: list[ForNode]
 
 
 class EndpointJSON(TypedDict, total=False):

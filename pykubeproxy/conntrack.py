@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from pykubeproxy.log import get_logger
 from pykubeproxy.model import Protocol, ProxyState
-from pykubeproxy.selection import categorize_endpoints
+from pykubeproxy.selection import Place, categorize_endpoints
 
 log = get_logger("pykubeproxy.conntrack")
 TRACKED = (Protocol.UDP, Protocol.SCTP)  # TCP flows end; these only time out
@@ -74,10 +74,11 @@ def stale_flows(flows: Iterable[Flow], state: ProxyState) -> list[Flow]:
     and REJECT rules see to new ones).
     """
     wanted: dict[tuple[str, str, int], set[tuple[str, int]]] = {}
+    place = Place.of(state.node)
     for port in state.services:
         if port.name.protocol not in TRACKED:
             continue
-        selection = categorize_endpoints(port, state.endpoints_of(port.name))
+        selection = categorize_endpoints(port, state.endpoints_of(port.name), place=place)
         if not selection.has_any:
             continue
         answers = {(ep.ip, ep.port) for ep in selection.reachable}

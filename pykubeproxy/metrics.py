@@ -20,7 +20,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from pykubeproxy.model import ProxyState
-from pykubeproxy.selection import categorize_endpoints
+from pykubeproxy.selection import Place, categorize_endpoints
 from pykubeproxy.timestamps import parse_rfc3339
 
 # exponential buckets 0.001 x 2^k, k = 0..14, as kube-proxy's sync histograms
@@ -306,8 +306,9 @@ class ProxyMetrics:
     def traffic_policies(self, state: ProxyState) -> None:
         """Services whose Local traffic policy has no local endpoint to go to (kube-proxy's)."""
         internal = external = 0
+        place = Place.of(state.node)
         for port in state.services:
-            selection = categorize_endpoints(port, state.endpoints_of(port.name))
+            selection = categorize_endpoints(port, state.endpoints_of(port.name), place=place)
             if selection.has_any and not selection.local:
                 internal += port.internal_policy_local
                 external += port.external_policy_local

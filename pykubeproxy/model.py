@@ -92,7 +92,8 @@ class Endpoint:
     is_local: bool = False
     node_name: str | None = None
     zone: str | None = None
-    zone_hints: tuple[str, ...] = ()
+    zone_hints: tuple[str, ...] = ()  # hints.forZones names
+    node_hints: tuple[str, ...] = ()  # hints.forNodes names
 
     def __str__(self) -> str:
         return f"{self.ip}:{self.port}"

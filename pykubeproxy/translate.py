@@ -252,7 +252,9 @@ def translate_service(obj: object, *, family: int = 4) -> tuple[list[ServicePort
 
 # An endpoint as read from its slice, without the port: (address, the rest of Endpoint's fields
 # in their order). Read once per endpoint, then made into one Endpoint per port of the slice.
-_EndpointFields = tuple[str, tuple[bool, bool, bool, bool, str | None, str | None, tuple[str, ...]]]
+_EndpointFields = tuple[
+    str, tuple[bool, bool, bool, bool, str | None, str | None, tuple[str, ...], tuple[str, ...]]
+]
 
 
 def _condition(conditions: Mapping[str, object], key: str, default: bool) -> bool:
@@ -273,9 +275,10 @@ def _conditions(conditions: Mapping[str, object]) -> tuple[bool, bool, bool]:
     )
 
 
-def _zone_hints(raw: Mapping[str, object]) -> tuple[str, ...]:
-    hints = items(mapping(raw, "hints"), "forZones")
-    return tuple(sorted(str(h.get("name", "")) for h in hints if isinstance(h, dict)))
+def _hints(raw: Mapping[str, object], kind: str) -> tuple[str, ...]:
+    """The names in hints.forZones or hints.forNodes, each once, as kube-proxy's set of them."""
+    hints = items(mapping(raw, "hints"), kind)
+    return tuple(sorted({str(h.get("name", "")) for h in hints if isinstance(h, dict)}))
 
 
 def _endpoint_fields(raw: object, family: int, node_name: str) -> _EndpointFields | None:
@@ -295,7 +298,10 @@ def _endpoint_fields(raw: object, family: int, node_name: str) -> _EndpointField
     if type(conditions) is not dict:
         conditions = mapping(raw, "conditions")
     endpoint_node = raw.get("nodeName")
-    zone_hints = () if raw.get("hints") is None else _zone_hints(raw)
+    zone_hints: tuple[str, ...] = ()
+    node_hints: tuple[str, ...] = ()
+    if raw.get("hints") is not None:
+        zone_hints, node_hints = _hints(raw, "forZones"), _hints(raw, "forNodes")
     ready, serving = conditions.get("ready"), conditions.get("serving")
     terminating = conditions.get("terminating")
     if type(ready) is not bool or type(serving) is not bool or type(terminating) is not bool:
@@ -309,6 +315,7 @@ def _endpoint_fields(raw: object, family: int, node_name: str) -> _EndpointField
         endpoint_node if isinstance(endpoint_node, str) else None,
         (zone if type(zone) is str else field(raw, "zone", str, "")) or None,
         zone_hints,
+        node_hints,
     )
 
 

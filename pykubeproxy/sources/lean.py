@@ -97,7 +97,7 @@ SHAPES: Mapping[str, Shape] = {
                 **_keep("addresses"),
                 **_shared("nodeName", "zone"),
                 "conditions": _shared_conditions,
-                "hints": {"forZones": [_keep("name")]},
+                "hints": {"forZones": [_keep("name")], "forNodes": [_keep("name")]},
             }
         ],
         "ports": [{**_keep("port"), **_shared("name", "protocol")}],

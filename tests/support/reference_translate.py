@@ -317,6 +317,12 @@ def _condition(conditions: Mapping[str, object], key: str, default: bool) -> boo
     return value
 
 
+def _hint_names(hints: Mapping[str, object], kind: str) -> tuple[str, ...]:
+    return tuple(
+        sorted({str(h.get("name", "")) for h in _list(hints, kind) if isinstance(h, dict)})
+    )
+
+
 def _slice_endpoint(raw: object, *, family: int, node_name: str, port: int) -> Endpoint | None:
     if not isinstance(raw, dict):
         raise InvalidObject("endpoints entries must be objects")
@@ -328,7 +334,7 @@ def _slice_endpoint(raw: object, *, family: int, node_name: str, port: int) -> E
         raise InvalidObject(f"endpoint address {ip} is not {FAMILY_NAMES[family]}")
     conditions = _mapping(raw, "conditions")
     endpoint_node = raw.get("nodeName")
-    hints = _list(_mapping(raw, "hints"), "forZones")
+    hints = _mapping(raw, "hints")
     return Endpoint(
         ip=str(ip),
         port=port,
@@ -338,7 +344,8 @@ def _slice_endpoint(raw: object, *, family: int, node_name: str, port: int) -> E
         is_local=bool(node_name) and endpoint_node == node_name,
         node_name=endpoint_node if isinstance(endpoint_node, str) else None,
         zone=_field(raw, "zone", str, "") or None,
-        zone_hints=tuple(sorted(str(h.get("name", "")) for h in hints if isinstance(h, dict))),
+        zone_hints=_hint_names(hints, "forZones"),
+        node_hints=_hint_names(hints, "forNodes"),
     )
 
 

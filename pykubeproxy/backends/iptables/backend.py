@@ -26,6 +26,7 @@ from pykubeproxy.backends.iptables.tables import Tables
 from pykubeproxy.config import Config
 from pykubeproxy.log import get_logger
 from pykubeproxy.model import FAMILY, Node, ProxyState, ServiceName
+from pykubeproxy.selection import Place
 from pykubeproxy.sysctl import ensure_sysctl
 
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
@@ -52,6 +53,7 @@ def render_options(config: Config, node: Node) -> RenderOptions:
         nodeport_addresses=nodeport_cidrs(config, node),
         localhost_nodeports=config.localhost_nodeports,
         node_ips=node.ips,
+        place=Place.of(node),
     )
 
 

@@ -17,7 +17,7 @@ from pykubeproxy.backends.iptables.ruleset import escape, spec
 from pykubeproxy.backends.iptables.shared_rules import comment as _comment
 from pykubeproxy.backends.iptables.tables import Body, digest, make_body
 from pykubeproxy.model import Endpoint, ServicePort
-from pykubeproxy.selection import EndpointSelection, categorize_endpoints
+from pykubeproxy.selection import EndpointSelection, Place, categorize_endpoints
 
 NODEPORTS_COMMENT = "kubernetes service nodeports; NOTE: this must be the last rule in this chain"
 
@@ -34,6 +34,8 @@ class RenderOptions:
     nodeport_addresses: tuple[str, ...] = ()
     localhost_nodeports: bool = True
     node_ips: tuple[str, ...] = field(default=())
+    # This node's name and zone, for topology hints (a new zone label re-renders every port).
+    place: Place = field(default_factory=Place)
 
     @property
     def mark(self) -> str:
@@ -167,8 +169,10 @@ class _Plan:
         return "DROP", f"{self.name} has no local endpoints"
 
 
-def plan_service_port(port: ServicePort, endpoints: Sequence[Endpoint]) -> _Plan:
-    selection = categorize_endpoints(port, endpoints)
+def plan_service_port(
+    port: ServicePort, endpoints: Sequence[Endpoint], *, place: Place | None = None
+) -> _Plan:
+    selection = categorize_endpoints(port, endpoints, place=place)
     name = str(port.name)
     suffix = c.port_proto_hash(port.name)
     cluster_chain, local_chain = "KUBE-SVC-" + suffix, "KUBE-SVL-" + suffix
@@ -367,5 +371,5 @@ def _render_service_port(t: _PortTables, p: _Plan, opts: RenderOptions) -> None:
 def render_port(port: ServicePort, endpoints: Sequence[Endpoint], opts: RenderOptions) -> PortRules:
     """Every rule one Service port contributes, given its endpoints."""
     t = _PortTables()
-    _render_service_port(t, plan_service_port(port, endpoints), opts)
+    _render_service_port(t, plan_service_port(port, endpoints, place=opts.place), opts)
     return t.rules()

@@ -20,7 +20,7 @@ from pykubeproxy.backends.ipvs.model import (
     VirtualServer,
 )
 from pykubeproxy.model import Endpoint, ProxyState, ServicePort
-from pykubeproxy.selection import categorize_endpoints
+from pykubeproxy.selection import Place, categorize_endpoints
 
 # kube-proxy's ipsets: name → (type, comment).
 SET_SPECS: dict[str, tuple[str, str]] = {
@@ -115,7 +115,9 @@ class _Sets:
 def _virtual_servers(
     port: ServicePort, state: ProxyState, opts: IpvsOptions
 ) -> list[VirtualServer]:
-    selection = categorize_endpoints(port, state.endpoints_of(port.name))
+    selection = categorize_endpoints(
+        port, state.endpoints_of(port.name), place=Place.of(state.node)
+    )
     internal = selection.local if port.internal_policy_local else selection.cluster
     external = selection.local if port.external_policy_local else selection.cluster
     proto = port.name.protocol.lower()
@@ -146,7 +148,10 @@ def _virtual_servers(
 def _fill_sets(sets: _Sets, port: ServicePort, state: ProxyState, opts: IpvsOptions) -> None:
     proto = port.name.protocol.lower()
     sets.add("KUBE-CLUSTER-IP", _port_entry(port.cluster_ip, port))
-    for ep in categorize_endpoints(port, state.endpoints_of(port.name)).reachable:
+    selection = categorize_endpoints(
+        port, state.endpoints_of(port.name), place=Place.of(state.node)
+    )
+    for ep in selection.reachable:
         sets.add("KUBE-LOOP-BACK", f"{ep.ip},{proto}:{ep.port},{ep.ip}")
     local = port.external_policy_local
     for ip in port.external_ips:
