@@ -24,13 +24,13 @@ def kernel(request: pytest.FixtureRequest) -> TamperableIptables:
     return tamperable_kernel(request.param, request.getfixturevalue("netns") if real else None)
 
 
-def wipe_table(kernel: TamperableIptables, table: str) -> None:
-    """What `iptables -t TABLE -F; iptables -t TABLE -X` does: every rule, every own chain."""
+def wipe_table(kernel: TamperableIptables, table: str, *, delete: bool) -> None:
+    """What `iptables -t TABLE -F` does (every rule), and with `delete` `-X` (every own chain)."""
     chains = kernel.save().table(table).chains
     for chain in chains:
         kernel.flush_chain(table, chain.name)
     for chain in chains:
-        if not chain.builtin:
+        if delete and not chain.builtin:
             kernel.delete_chain(table, chain.name)
 
 
@@ -46,17 +46,20 @@ def test_the_canaries_are_placed_and_their_loss_is_seen_once(kernel: TamperableI
     assert monitor.check(3.0) is False
 
 
+@pytest.mark.parametrize("delete", [False, True], ids=["flushed", "flushed-and-deleted"])
 def test_a_wiped_nat_table_is_seen_and_a_full_sync_puts_every_rule_back(
-    kernel: TamperableIptables,
+    kernel: TamperableIptables, delete: bool
 ) -> None:
     syncer = IptablesSyncer(kernel, render=lambda state: render_ruleset(state, OPTIONS))
     monitor = CanaryMonitor(kernel, interval=1.0)
     monitor.check(0.0)
     syncer.sync(STATE)
+    monitor.synced_once = True
     before = kernel.save().table("nat")
+    assert monitor.check(1.0) is False
 
-    wipe_table(kernel, "nat")
-    assert monitor.check(1.0) is True
+    wipe_table(kernel, "nat", delete=delete)
+    assert monitor.check(2.0) is True
     syncer.sync(STATE, full=True)
     after = kernel.save().table("nat")
     assert {c.name: c.rules for c in after.chains} == {c.name: c.rules for c in before.chains}

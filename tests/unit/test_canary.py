@@ -9,7 +9,6 @@ from pykubeproxy.backends.iptables.canary import CanaryMonitor
 from pykubeproxy.backends.iptables.chains import CANARY_TABLES, KUBE_PROXY_CANARY
 from pykubeproxy.backends.iptables.diff import plan_cleanup
 from pykubeproxy.backends.iptables.kernel import IptablesError
-from pykubeproxy.backends.iptables.memory import BUILTIN
 from pykubeproxy.backends.iptables.tables import parse_save_tables
 from pykubeproxy.config import Config
 from pykubeproxy.loop import run_sync_loop
@@ -35,11 +34,11 @@ def test_a_deleted_canary_asks_for_a_full_sync_at_the_next_look_and_is_put_back(
     monitor = CanaryMonitor(kernel, interval=30.0)
     monitor.check(0.0)
     assert monitor.check(30.0) is False  # all there: nothing to do
-    kernel.delete_chain("nat", KUBE_PROXY_CANARY)
+    kernel.delete_chain("filter", KUBE_PROXY_CANARY)
     assert monitor.check(45.0) is False  # not looked at before the interval is over
     assert monitor.check(60.0) is True
     assert monitor.vanished == 1
-    assert kernel.chain_exists("nat", KUBE_PROXY_CANARY)
+    assert kernel.chain_exists("filter", KUBE_PROXY_CANARY)
     assert monitor.check(90.0) is False  # put back, so the next look is quiet again
 
 
@@ -57,6 +56,21 @@ def test_a_canary_that_cannot_be_placed_is_tried_again_at_the_next_look() -> Non
     assert monitor.check(0.0) is False and not monitor.placed
     kernel.refuse = False
     assert monitor.check(1.0) is False and monitor.placed  # placed, not taken for a loss
+
+
+def test_a_flushed_nat_table_is_seen_by_its_missing_entry_jump_once_a_sync_wrote_it() -> None:
+    kernel = FakeIptables()
+    monitor = CanaryMonitor(kernel, interval=1.0)
+    monitor.check(0.0)
+    assert monitor.check(1.0) is False  # no sync yet: no jump expected
+    monitor.synced_once = True
+    kernel.tables["nat"]["PREROUTING"].append(
+        '-m comment --comment "kubernetes service portals" -j KUBE-SERVICES'
+    )
+    kernel.tables["nat"]["KUBE-SERVICES"] = []
+    assert monitor.check(2.0) is False
+    kernel.flush_chain("nat", "PREROUTING")
+    assert monitor.check(3.0) is True
 
 
 def test_cleanup_removes_the_canaries_of_every_table() -> None:
@@ -128,8 +142,8 @@ def test_the_loop_repairs_a_wiped_nat_table_within_the_sync_period() -> None:
     try:
         wait_until(lambda: "KUBE-SERVICES" in kernel.tables["nat"], what="the first sync")
         wait_until(lambda: kernel.chain_exists("nat", KUBE_PROXY_CANARY), what="the canary")
-        # What `iptables -t nat -F; iptables -t nat -X` leaves: the built-in chains, empty.
-        kernel.tables["nat"] = {chain: [] for chain in BUILTIN["nat"]}
+        # What `iptables -t nat -F` leaves: every chain, empty (the canary too: still there).
+        kernel.tables["nat"] = {chain: [] for chain in kernel.tables["nat"]}
         wait_until(
             lambda: "KUBE-SERVICES" in kernel.tables["nat"] and kernel.tables["nat"]["PREROUTING"],
             what="the nat table rewritten",

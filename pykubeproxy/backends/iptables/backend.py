@@ -190,6 +190,7 @@ class IptablesBackend:
             phases["render"] = round(time.perf_counter() - started, 4)
             result = self.rules.sync(state, desired=desired)
         self.renderer.compact()
+        self.canary.synced_once = True
         done = outcome(result)
         programmed = RenderedRules(result.state or state, options, result.desired.rule_counts())
         return replace(done, desired=programmed, phases={**phases, **done.phases})

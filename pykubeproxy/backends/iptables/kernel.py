@@ -60,6 +60,10 @@ class Iptables(Protocol):
         """Whether `table` holds `chain`: a look at one chain, not a save of everything."""
         ...
 
+    def chain_rules(self, table: str, chain: str) -> list[str] | None:
+        """The rules of one chain as `iptables -S CHAIN` prints them; None: no such chain."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class IptablesBinaries:
@@ -181,12 +185,15 @@ class KernelIptables:
             raise IptablesError(f"{self.binaries.command} -t {table} -N {chain}: {result.stderr}")
 
     def chain_exists(self, table: str, chain: str) -> bool:
-        # -S of one chain: exit status 1 when it does not exist, nothing else printed.
+        return self.chain_rules(table, chain) is not None
+
+    def chain_rules(self, table: str, chain: str) -> list[str] | None:
+        # -S of one chain: exit status 1 when it does not exist.
         result = self._chain_command(table, "-S", chain)
         if result.returncode == 0:
-            return True
+            return result.stdout.splitlines()
         if result.returncode == 1:
-            return False
+            return None
         raise IptablesError(f"{self.binaries.command} -t {table} -S {chain}: {result.stderr}")
 
 

@@ -95,6 +95,14 @@ class MemoryIptables:
     def chain_exists(self, table: str, chain: str) -> bool:
         return chain in self.tables.get(table, {})
 
+    def chain_rules(self, table: str, chain: str) -> list[str] | None:
+        rules = self.tables.get(table, {}).get(chain)
+        if rules is None:
+            return None
+        return [f"-N {chain}" if chain not in BUILTIN_CHAINS else f"-P {chain} ACCEPT"] + [
+            f"-A {chain} {rule}" for rule in rules
+        ]
+
     def kube_rules(self, table: str) -> int:
         """Rules in KUBE- chains, as `iptables-save | grep -c '^-A KUBE-'` would count them."""
         chains = self.tables[table]
