@@ -4,9 +4,8 @@ kube-proxy keeps one in mangle, nat and filter and looks for it every sync perio
 gone (a firewalld reload, an `iptables -X`), everything it wrote is presumed gone too, and it
 resyncs fully at once. kube-proxy looks only at mangle's and waits for the others to go too;
 we look at mangle's and filter's, and in nat at the jump to KUBE-SERVICES (so a flush of nat
-alone is seen too), and resync as soon as one is gone. The
-monitor is driven by the sync loop's wake-ups with the time passed in, so that tests step it
-with a fake clock.
+alone is seen too), and resync as soon as one is gone. The monitor is driven by the sync loop's
+wake-ups with the time passed in, so that tests step it with a fake clock.
 """
 
 from __future__ import annotations
@@ -22,8 +21,9 @@ NAT_ENTRY = f"-j {KUBE_SERVICES}"
 class CanaryMonitor:
     """Places the canaries, then looks for them at most once per `interval` seconds.
 
-    `check` answers True when a canary vanished since the last look: the caller then runs a
-    full sync. The canaries are put back first, so the next look sees them again.
+    `check` answers True when a canary (or nat's entry jump, once a sync wrote it) vanished
+    since the last look: the caller then runs a full sync. The canaries are put back first, so
+    the next look sees them again.
     """
 
     def __init__(self, kernel: Iptables, *, interval: float) -> None:
