@@ -49,6 +49,8 @@ def run_sync_loop(
         wake.clear()
         source.poll()
         now = clock()
+        if source.synced and proxy.rules_wiped(now):
+            schedule.request_full()
         due = schedule.due(now)
         # A proxy restarting must not wipe the node's rules with a view it has not finished.
         if due.run and source.synced:

@@ -163,6 +163,14 @@ class ProxyMetrics:
             "Cumulative proxy rules Service changes",
         ),
     ]
+    canary_missing: Annotated[
+        Counter,
+        Declaration(
+            "pykubeproxy_iptables_canary_missing_total",
+            "Times the KUBE-PROXY-CANARY chain was found gone (rules wiped from outside), each "
+            "followed by a full sync",
+        ),
+    ]
     restore_failures: Annotated[
         Counter,
         Declaration(

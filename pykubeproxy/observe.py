@@ -62,6 +62,8 @@ class Observer:
     def synced(self, report: SyncReport) -> None:
         now = self.clock()
         self._pending()
+        if report.rules_wiped:
+            self.metrics.canary_missing.inc(report.rules_wiped)
         if report.failed_writes:
             self.metrics.restore_failures.inc(report.failed_writes)
             if not report.attempted_full:

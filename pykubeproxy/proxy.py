@@ -31,6 +31,7 @@ class SyncReport:
     outcome: SyncOutcome | None  # None when the sync failed
     desired: Programmed | None  # what it meant to program (None if it failed before knowing)
     error: str = ""
+    rules_wiped: int = 0  # times the rules were found wiped from outside since the last report
 
 
 @contextlib.contextmanager
@@ -71,6 +72,13 @@ class Proxy:
         # Services changed since the last successful sync; None: not known (at start, or after
         # this node changed), so the backend must look at every Service.
         self._unsynced: set[ServiceName] | None = None
+        self._wiped = 0  # canary losses not yet reported to the observer
+
+    def rules_wiped(self, now: float) -> bool:
+        """Whether the backend found its rules wiped from outside (a full sync is due now)."""
+        wiped = self.backend.rules_wiped(now)
+        self._wiped += wiped
+        return wiped
 
     @property
     def identity(self) -> NodeIdentity:
@@ -146,6 +154,7 @@ class Proxy:
         return outcome
 
     def _notify(self, report: SyncReport) -> None:
+        report, self._wiped = replace(report, rules_wiped=self._wiped), 0
         if self.observer is not None:
             self.observer.synced(report)
 

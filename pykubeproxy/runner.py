@@ -48,10 +48,17 @@ class SyncSchedule:
         self.last_start: float | None = None
         self.last_full: float | None = None
         self.retry_at: float | None = None
+        self.full_wanted = False
 
     def request(self) -> None:
         """Something changed: a sync is wanted."""
         self.pending = True
+
+    def request_full(self) -> None:
+        """The kernel lost our rules: a full sync is wanted, as soon as the minimum interval
+        allows."""
+        self.pending = True
+        self.full_wanted = True
 
     def next_time(self) -> float:
         """The earliest moment at which a sync is due (may be in the past)."""
@@ -69,7 +76,7 @@ class SyncSchedule:
         if now < self.next_time():
             return Due(run=False)
         periodic = self.last_full is None or now >= self.last_full + self.full_interval
-        return Due(run=True, full=periodic or self.retry_at is not None)
+        return Due(run=True, full=periodic or self.full_wanted or self.retry_at is not None)
 
     def started(self, now: float, *, full: bool) -> None:
         """A sync starts now; changes from here on need another one."""
@@ -77,6 +84,7 @@ class SyncSchedule:
         self.last_start = now
         if full:
             self.last_full = now
+            self.full_wanted = False
 
     def finished(self, now: float, *, ok: bool) -> None:
         if ok:

@@ -102,6 +102,11 @@ class Backend(Protocol):
         """Writes the kernel refused since the backend was opened (the metrics count them)."""
         ...
 
+    def rules_wiped(self, now: float) -> bool:
+        """Whether something outside wiped this mode's rules since the last look (kube-proxy's
+        canary chains): the caller then syncs fully at once. `now`: monotonic seconds."""
+        ...
+
     def sync(
         self,
         state: ProxyState,

@@ -18,7 +18,8 @@ class FakeIptables(MemoryIptables):
     `save` goes through `iptables-save` text and the package's parser, as the real kernel's
     does. `refuse_all` makes it refuse every payload; `refuse_containing` only payloads
     holding that text (say, one Service's cluster IP), as a kernel lacking one match extension
-    would. The tamper methods (`delete_rule`, `flush_chain`, `append_rule`, `new_chain`) act as
+    would. The tamper methods (`delete_rule`, `flush_chain`, `append_rule`, `new_chain`,
+    `delete_chain`) act as
     another tool on the node would, behind the proxy's back (see tests/support/kernels.py).
     """
 
@@ -52,6 +53,12 @@ class FakeIptables(MemoryIptables):
         if chain in self.tables[table]:
             raise IptablesError(f"fake kernel: {table} {chain} exists already")
         self.tables[table][chain] = []
+
+    def delete_chain(self, table: str, chain: str) -> None:
+        """`iptables -t TABLE -X CHAIN`: only an empty chain nothing jumps to, as the kernel."""
+        if self._chain(table, chain):
+            raise IptablesError(f"fake kernel: {table} {chain} is not empty")
+        del self.tables[table][chain]
 
     def _chain(self, table: str, chain: str) -> list[str]:
         try:

@@ -35,6 +35,10 @@ class TamperableIptables(Iptables, Protocol):
         """`iptables -t TABLE -N CHAIN`."""
         ...
 
+    def delete_chain(self, table: str, chain: str) -> None:
+        """`iptables -t TABLE -X CHAIN`."""
+        ...
+
 
 class NamespacedIptables(KernelIptables):
     """The real kernel's iptables (one backend) inside a namespace of ours, tamperable."""
@@ -57,6 +61,9 @@ class NamespacedIptables(KernelIptables):
 
     def new_chain(self, table: str, chain: str) -> None:
         self._iptables(table, "-N", chain)
+
+    def delete_chain(self, table: str, chain: str) -> None:
+        self._iptables(table, "-X", chain)
 
 
 # What the scenarios run against: both real backends (root) and the fake (no root needed).

@@ -11,6 +11,7 @@ from typing import Any
 
 from pykubeproxy.backends import BackendError, Mode, SetupError, SyncOutcome
 from pykubeproxy.backends.iptables.assemble import Renderer, fixed_tables, render_tables
+from pykubeproxy.backends.iptables.canary import CanaryMonitor
 from pykubeproxy.backends.iptables.kernel import (
     Iptables,
     IptablesBinaries,
@@ -145,6 +146,7 @@ class IptablesBackend:
             kernel, render=self.render, chunk_rules=chunk_rules(kernel.backend)
         )
         self.renderer = Renderer()
+        self.canary = CanaryMonitor(kernel, interval=config.sync_period)
 
     @property
     def interface(self) -> str:
@@ -161,6 +163,9 @@ class IptablesBackend:
     @property
     def failed_writes(self) -> int:
         return self.rules.failed_restores
+
+    def rules_wiped(self, now: float) -> bool:
+        return self.canary.check(now)
 
     def render(self, state: ProxyState) -> Tables:
         return render_tables(state, render_options(self.config, state.node))
@@ -187,6 +192,7 @@ class IptablesBackend:
             phases["render"] = round(time.perf_counter() - started, 4)
             result = self.rules.sync(state, desired=desired)
         self.renderer.compact()
+        self.canary.synced_once = True
         done = outcome(result)
         programmed = RenderedRules(result.state or state, options, result.desired.rule_counts())
         return replace(done, desired=programmed, phases={**phases, **done.phases})

@@ -17,6 +17,10 @@ KUBE_FORWARD = "KUBE-FORWARD"
 KUBE_PROXY_FIREWALL = "KUBE-PROXY-FIREWALL"
 # Once kubelet's, written by kube-proxy since 1.27 when NodePorts answer on 127.0.0.1.
 KUBE_FIREWALL = "KUBE-FIREWALL"
+# An empty chain kube-proxy keeps in these tables: when it vanishes, something outside (a
+# firewalld reload, an `iptables -X`) removed chains, and a full sync puts everything back.
+KUBE_PROXY_CANARY = "KUBE-PROXY-CANARY"
+CANARY_TABLES = ("mangle", "nat", "filter")
 
 # IPVS mode's own chains (kube-proxy's IPVS proxier), besides the ones both modes share.
 KUBE_NODE_PORT = "KUBE-NODE-PORT"

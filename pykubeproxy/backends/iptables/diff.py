@@ -42,6 +42,8 @@ OWNED_FIXED_CHAINS = {
         }
     ),
 }
+# Owned too, but made and checked by the canary monitor: syncs leave them alone, cleanup not.
+CANARY_CHAINS = frozenset({c.KUBE_PROXY_CANARY})
 STALE_PREFIXES = (*c.SERVICE_CHAIN_PREFIXES, *c.LEGACY_SERVICE_CHAIN_PREFIXES)
 
 _PROBABILITY = re.compile(r"--probability (\d+(?:\.\d+)?)")
@@ -287,7 +289,11 @@ def plan_cleanup(actual: Tables) -> str | None:
     """A payload removing every owned chain and every jump to one from the built-in chains."""
     texts: list[str] = []
     for table in actual:
-        owned = [name for name in table.chains if is_owned_chain(table.name, name)]
+        owned = [
+            name
+            for name in table.chains
+            if is_owned_chain(table.name, name) or name in CANARY_CHAINS
+        ]
         if not owned:
             continue
         targets = set(owned)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from pykubeproxy.backends.iptables.diff import is_owned_chain, plan_cleanup
+from pykubeproxy.backends.iptables.diff import CANARY_CHAINS, is_owned_chain, plan_cleanup
 from pykubeproxy.backends.iptables.ruleset import Ruleset, parse_save
 from pykubeproxy.backends.iptables.tables import parse_save_tables
 
@@ -52,6 +52,18 @@ class Iptables(Protocol):
         """One restore whose input is written piece by piece (the kernel reads as it comes)."""
         ...
 
+    def ensure_chain(self, table: str, chain: str) -> None:
+        """Create an empty chain unless it exists (kube-proxy's EnsureChain)."""
+        ...
+
+    def chain_exists(self, table: str, chain: str) -> bool:
+        """Whether `table` holds `chain`: a look at one chain, not a save of everything."""
+        ...
+
+    def chain_rules(self, table: str, chain: str) -> list[str] | None:
+        """The rules of one chain as `iptables -S CHAIN` prints them; None: no such chain."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class IptablesBinaries:
@@ -63,6 +75,10 @@ class IptablesBinaries:
     @property
     def save_command(self) -> str:
         return f"iptables-{self.backend}-save"
+
+    @property
+    def command(self) -> str:
+        return f"iptables-{self.backend}"
 
     @property
     def restore_command(self) -> str:
@@ -156,6 +172,29 @@ class KernelIptables:
 
     def restore_stream(self) -> RestoreStream:
         return PipedRestore(self)
+
+    def _chain_command(self, table: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return _run([*self.binaries.prefix, self.binaries.command, "-w", "5", "-t", table, *args])
+
+    def ensure_chain(self, table: str, chain: str) -> None:
+        if self.chain_exists(table, chain):
+            return
+        result = self._chain_command(table, "-N", chain)
+        # Someone else may have made it between the look and -N: that is fine too.
+        if result.returncode != 0 and not self.chain_exists(table, chain):
+            raise IptablesError(f"{self.binaries.command} -t {table} -N {chain}: {result.stderr}")
+
+    def chain_exists(self, table: str, chain: str) -> bool:
+        return self.chain_rules(table, chain) is not None
+
+    def chain_rules(self, table: str, chain: str) -> list[str] | None:
+        # -S of one chain: exit status 1 when it does not exist.
+        result = self._chain_command(table, "-S", chain)
+        if result.returncode == 0:
+            return result.stdout.splitlines()
+        if result.returncode == 1:
+            return None
+        raise IptablesError(f"{self.binaries.command} -t {table} -S {chain}: {result.stderr}")
 
 
 class PipedRestore:
@@ -269,6 +308,9 @@ def cleanup(prefix: tuple[str, ...] = ()) -> dict[str, int]:
         if payload:
             kernel.restore(payload)
         removed[backend] = sum(
-            1 for t in before for name in t.chains if is_owned_chain(t.name, name)
+            1
+            for t in before
+            for name in t.chains
+            if is_owned_chain(t.name, name) or name in CANARY_CHAINS
         )
     return removed

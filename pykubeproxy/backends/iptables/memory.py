@@ -16,6 +16,8 @@ BUILTIN = {
     "filter": ("INPUT", "FORWARD", "OUTPUT"),
     "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
 }
+# Tables that appear when something is first written to them, as the kernel loads them.
+LATER_BUILTIN = {"mangle": ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")}
 # Targets that are extensions, not chains (those our rules and the tests use, and common ones).
 TARGET_EXTENSIONS = frozenset(
     {
@@ -84,6 +86,22 @@ class MemoryIptables:
 
     def restore_stream(self) -> RestoreStream:
         return BufferedRestore(self)
+
+    def ensure_chain(self, table: str, chain: str) -> None:
+        if table not in self.tables:
+            self.tables[table] = {c: [] for c in LATER_BUILTIN.get(table, ())}
+        self.tables[table].setdefault(chain, [])
+
+    def chain_exists(self, table: str, chain: str) -> bool:
+        return chain in self.tables.get(table, {})
+
+    def chain_rules(self, table: str, chain: str) -> list[str] | None:
+        rules = self.tables.get(table, {}).get(chain)
+        if rules is None:
+            return None
+        return [f"-N {chain}" if chain not in BUILTIN_CHAINS else f"-P {chain} ACCEPT"] + [
+            f"-A {chain} {rule}" for rule in rules
+        ]
 
     def kube_rules(self, table: str) -> int:
         """Rules in KUBE- chains, as `iptables-save | grep -c '^-A KUBE-'` would count them."""

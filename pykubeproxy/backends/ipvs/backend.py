@@ -131,6 +131,10 @@ class IpvsBackend:
     def failed_writes(self) -> int:
         return self.rules.failed_restores
 
+    def rules_wiped(self, now: float) -> bool:
+        # kube-proxy's IPVS proxier keeps no canary chains; its periodic syncs repair instead.
+        return False
+
     def _plan(self, state: ProxyState) -> IpvsPlan:
         """The plan of `state`, made once per state (the rules and the IPVS sync share it)."""
         if self._planned is None or self._planned[0] is not state:
