@@ -59,11 +59,13 @@ class Run:
 
 def node_identity(config: Config, node_ips: tuple[str, ...] = ()) -> NodeIdentity:
     """--hostname-override, else NODE_NAME, else the hostname (lowercased, as kubelet does)."""
+    proxy_name = config.service_proxy_name
     if config.hostname_override:
-        return NodeIdentity(config.hostname_override.strip().lower(), True, node_ips)
+        name = config.hostname_override.strip().lower()
+        return NodeIdentity(name, True, node_ips, proxy_name=proxy_name)
     if env_name := os.environ.get("NODE_NAME", "").strip():
-        return NodeIdentity(env_name.lower(), True, node_ips)
-    return NodeIdentity(socket.gethostname().lower(), False, node_ips)
+        return NodeIdentity(env_name.lower(), True, node_ips, proxy_name=proxy_name)
+    return NodeIdentity(socket.gethostname().lower(), False, node_ips, proxy_name=proxy_name)
 
 
 def _files_store(run: Run) -> Store:
@@ -122,7 +124,9 @@ def _connect(
     """The daemon's list/watch calls for this node, the server's URL, and how to let go."""
     from pykubeproxy.sources.clients import connect
 
-    connection = connect(config.kubeconfig, config.master, node_name)
+    connection = connect(
+        config.kubeconfig, config.master, node_name, proxy_name=config.service_proxy_name
+    )
     return connection.request_by_kind, connection.server, connection.close
 
 
@@ -198,7 +202,9 @@ def _source(
     from pykubeproxy.sources.clients import connect
     from pykubeproxy.sources.kube import KubeSource, RateLimiter
 
-    connection = connect(config.kubeconfig, config.master, node_name)
+    connection = connect(
+        config.kubeconfig, config.master, node_name, proxy_name=config.service_proxy_name
+    )
     log.info("api client", client=connection.client)
     observer = RequestMetrics(ClientMetrics(registry), api_host(connection.server))
     return KubeSource(

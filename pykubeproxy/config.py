@@ -61,6 +61,10 @@ class Config:
     ipvs_udp_timeout: float = 0.0
     # How long a removed IPVS real server may keep its open connections (weight 0 meanwhile).
     ipvs_graceful_period: float = 900.0
+    # Ours (--service-proxy-name; no KubeProxyConfiguration field): handle only the Services
+    # labelled service.kubernetes.io/service-proxy-name with this value. Empty: kube-proxy's
+    # choice, every Service without that label.
+    service_proxy_name: str = ""
 
     def validated(self) -> Config:
         """This config, or a ConfigError naming the first setting that is wrong."""
@@ -87,6 +91,12 @@ class Config:
             raise ConfigError(f"IPVS scheduler {self.ipvs_scheduler!r} is not one of {choices}")
         for cidr in self.ipvs_exclude_cidrs:
             _network(cidr, "ipvs excludeCIDRs entry")
+        if self.service_proxy_name and not _LABEL_VALUE.fullmatch(self.service_proxy_name):
+            raise ConfigError(
+                f"service proxy name {self.service_proxy_name!r} is not a valid label value "
+                "(at most 63 letters, digits, '-', '_' or '.', starting and ending with a "
+                "letter or digit)"
+            )
         return self
 
     @property
@@ -119,6 +129,9 @@ def _host_port(value: str) -> None:
         except ValueError:
             raise ConfigError(f"bind address {value!r} does not start with an IP") from None
 
+
+# A Kubernetes label value (apimachinery's validation); empty is handled by the caller.
+_LABEL_VALUE = re.compile(r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}

@@ -150,6 +150,10 @@ OWN_FLAGS = (
          choices=("text", "json")),
     Flag("--once", "with --from-file: sync the kernel once and exit (0 when the kernel took the "
          "rules)", switch=True),
+    _setting("--service-proxy-name", "handle only the Services (and their EndpointSlices) "
+             "labelled service.kubernetes.io/service-proxy-name=NAME, which kube-proxy skips, "
+             "so both can run during a migration (default: kube-proxy's choice, every Service "
+             "without that label)", "service_proxy_name", metavar="NAME"),
     _setting("--iptables-backend",
              "which iptables binaries to use (default: detect from the node's rules)",
              "iptables_backend", choices=("auto", "legacy", "nft")),

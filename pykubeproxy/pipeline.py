@@ -54,6 +54,8 @@ class NodeIdentity:
     name: str
     explicit: bool  # from --hostname-override or NODE_NAME, not just the machine's hostname
     ips: tuple[str, ...] = ()
+    # --service-proxy-name: this proxy handles only Services carrying that label value.
+    proxy_name: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +101,7 @@ def translate_snapshot(snapshot: Snapshot, identity: NodeIdentity) -> Translated
         endpoint_slices=snapshot.endpoint_slices,
         node=node,
         family=FAMILY,
+        proxy_name=identity.proxy_name,
     )
     return Translated(state, note)
 
@@ -201,18 +204,20 @@ class _Cache(Generic[R]):
         return [self._entries[key].result for key in feeding]
 
 
-def _service_entry(obj: object) -> _Entry[tuple[ServicePort, ...]]:
+def _service_entry(obj: object, proxy_name: str) -> _Entry[tuple[ServicePort, ...]]:
     try:
-        ports, notes = translate_service(obj, family=FAMILY)
+        ports, notes = translate_service(obj, family=FAMILY, proxy_name=proxy_name)
     except InvalidObject as exc:
         return _Entry(obj, None, (), (describe("Service", obj).skipped(str(exc), invalid=True),))
     service = (ports[0].name.namespace, ports[0].name.name) if ports else None
     return _Entry(obj, service, tuple(ports), tuple(notes))
 
 
-def _slice_entry(obj: object, node_name: str) -> _Entry[SliceEndpoints | None]:
+def _slice_entry(obj: object, node_name: str, proxy_name: str) -> _Entry[SliceEndpoints | None]:
     try:
-        result, notes = translate_endpoint_slice(obj, node_name=node_name, family=FAMILY)
+        result, notes = translate_endpoint_slice(
+            obj, node_name=node_name, family=FAMILY, proxy_name=proxy_name
+        )
     except InvalidObject as exc:
         skipped = (describe("EndpointSlice", obj).skipped(str(exc), invalid=True),)
         return _Entry(obj, None, None, skipped)
@@ -306,8 +311,9 @@ class Translator:
 
     def _reset(self) -> None:
         self._node: Node | None = None
-        self._services = _Cache(_service_entry)
-        self._slices = _Cache(partial(_slice_entry, node_name=""))
+        proxy_name = self.identity.proxy_name
+        self._services = _Cache(partial(_service_entry, proxy_name=proxy_name))
+        self._slices = _Cache(partial(_slice_entry, node_name="", proxy_name=proxy_name))
         self._ports = _Ports()
         self._endpoints = _Endpoints()
 
@@ -322,7 +328,9 @@ class Translator:
         node, note = resolve_node(self.identity, snapshot.nodes)
         if self._node is None or node.name != self._node.name:
             # Which endpoints are local depends on the node's name: every slice again.
-            self._slices = _Cache(partial(_slice_entry, node_name=node.name))
+            self._slices = _Cache(
+                partial(_slice_entry, node_name=node.name, proxy_name=self.identity.proxy_name)
+            )
             self._endpoints = _Endpoints()
         if dirty := self._services.walk(snapshot.services):
             self._ports.update(dirty, self._services)

@@ -60,9 +60,16 @@ MAX_AFFINITY_TIMEOUT = 86400
 SERVICE_TYPES = frozenset({"ClusterIP", "NodePort", "LoadBalancer", "ExternalName"})
 
 
-def _not_proxied_reason(labels: Mapping[str, str]) -> str | None:
-    if LABEL_SERVICE_PROXY_NAME in labels:
-        return f"labelled {LABEL_SERVICE_PROXY_NAME}={labels[LABEL_SERVICE_PROXY_NAME]}"
+def _not_proxied_reason(labels: Mapping[str, str], proxy_name: str) -> str | None:
+    """Why kube-proxy's label selector (or ours, with --service-proxy-name) leaves an object out.
+
+    The API server already applies the selector; manifests from files get the same test here.
+    """
+    owner = labels.get(LABEL_SERVICE_PROXY_NAME)
+    if owner != (proxy_name or None):
+        if owner is None:
+            return f"not labelled {LABEL_SERVICE_PROXY_NAME}={proxy_name}"
+        return f"labelled {LABEL_SERVICE_PROXY_NAME}={owner}"
     if LABEL_HEADLESS in labels:
         return f"labelled {LABEL_HEADLESS}"
     return None
@@ -191,15 +198,18 @@ def _service_port_specs(
     return result
 
 
-def translate_service(obj: object, *, family: int = 4) -> tuple[list[ServicePort], list[Skipped]]:
+def translate_service(
+    obj: object, *, family: int = 4, proxy_name: str = ""
+) -> tuple[list[ServicePort], list[Skipped]]:
     """The ServicePorts of one Service, and notes on what was left out.
 
+    `proxy_name` (--service-proxy-name): handle only Services labelled with it.
     Raises InvalidObject when the Service as a whole cannot be programmed.
     """
     ref = object_ref("Service", obj)
     assert isinstance(obj, dict)
     labels = str_map(mapping(obj, "metadata"), "labels")
-    if reason := _not_proxied_reason(labels):
+    if reason := _not_proxied_reason(labels, proxy_name):
         return [], [ref.skipped(reason)]
     dns_label(ref.namespace, "namespace")
     dns_label(ref.name, "name")
@@ -342,7 +352,7 @@ class SliceEndpoints:
 
 
 def translate_endpoint_slice(
-    obj: object, *, node_name: str, family: int = 4
+    obj: object, *, node_name: str, family: int = 4, proxy_name: str = ""
 ) -> tuple[SliceEndpoints | None, list[Skipped]]:
     """The endpoints of one EndpointSlice by Service port; None when it is not ours to use.
 
@@ -351,7 +361,7 @@ def translate_endpoint_slice(
     ref = object_ref("EndpointSlice", obj)
     assert isinstance(obj, dict)
     labels = str_map(mapping(obj, "metadata"), "labels")
-    if reason := _not_proxied_reason(labels):
+    if reason := _not_proxied_reason(labels, proxy_name):
         return None, [ref.skipped(reason)]
     service = labels.get(LABEL_SERVICE_NAME)
     if not service:
@@ -444,13 +454,14 @@ def translate_cluster(
     endpoint_slices: Iterable[object],
     node: Node,
     family: int = 4,
+    proxy_name: str = "",
 ) -> ProxyState:
     """The whole ProxyState for this node. Invalid objects are skipped with their reason."""
     skipped: list[Skipped] = []
     ports: dict[ServicePortName, ServicePort] = {}
     for obj in services:
         try:
-            service_ports, notes = translate_service(obj, family=family)
+            service_ports, notes = translate_service(obj, family=family, proxy_name=proxy_name)
         except InvalidObject as exc:
             skipped.append(describe("Service", obj).skipped(str(exc), invalid=True))
             continue
@@ -459,7 +470,9 @@ def translate_cluster(
     slices = []
     for obj in endpoint_slices:
         try:
-            result, notes = translate_endpoint_slice(obj, node_name=node.name, family=family)
+            result, notes = translate_endpoint_slice(
+                obj, node_name=node.name, family=family, proxy_name=proxy_name
+            )
         except InvalidObject as exc:
             skipped.append(describe("EndpointSlice", obj).skipped(str(exc), invalid=True))
             continue

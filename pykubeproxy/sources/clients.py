@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from pykubeproxy.log import get_logger
-from pykubeproxy.sources.kube import PROXY_LABEL_SELECTOR, Requester, Response
+from pykubeproxy.sources.kube import Requester, Response, proxy_label_selector
 from pykubeproxy.sources.transport import Transport, Unsupported, load_config, query_string
 
 log = get_logger("pykubeproxy.sources.clients")
@@ -28,23 +28,26 @@ class Connection:
     transport: Transport | None = None
 
 
-def connect(config_file: str, master: str, node_name: str) -> Connection:
-    """Requests on urllib3 where transport.py understands the configuration, else the client."""
+def connect(config_file: str, master: str, node_name: str, *, proxy_name: str = "") -> Connection:
+    """Requests on urllib3 where transport.py understands the configuration, else the client.
+
+    `proxy_name` (--service-proxy-name) narrows the Services and slices listed to those
+    labelled with it."""
     try:
         config = load_config(config_file, master)
     except Unsupported as exc:
         log.info("configuration needs the kubernetes client", reason=str(exc))
         api = api_client(config_file, master)
-        requests = requesters(api, node_name)
+        requests = requesters(api, node_name, proxy_name)
         return Connection(requests, "kubernetes", api.close, str(api.configuration.host))
     transport = Transport(config)
-    requests = transport_requesters(transport, node_name)
+    requests = transport_requesters(transport, node_name, proxy_name)
     return Connection(requests, "urllib3", transport.close, config.server, transport)
 
 
-def _paths(node_name: str) -> dict[str, tuple[str, dict[str, str]]]:
+def _paths(node_name: str, proxy_name: str) -> dict[str, tuple[str, dict[str, str]]]:
     """Where each kind kube-proxy follows is listed, and kube-proxy's selector for it."""
-    proxied = {"label_selector": PROXY_LABEL_SELECTOR}
+    proxied = {"label_selector": proxy_label_selector(proxy_name)}
     return {
         "Service": ("/api/v1/services", proxied),
         "EndpointSlice": ("/apis/discovery.k8s.io/v1/endpointslices", proxied),
@@ -52,7 +55,9 @@ def _paths(node_name: str) -> dict[str, tuple[str, dict[str, str]]]:
     }
 
 
-def transport_requesters(transport: Transport, node_name: str) -> dict[str, Requester]:
+def transport_requesters(
+    transport: Transport, node_name: str, proxy_name: str = ""
+) -> dict[str, Requester]:
     """The list/watch call of each kind, made with urllib3 directly."""
 
     def requester(path: str, selector: Mapping[str, str]) -> Requester:
@@ -67,7 +72,9 @@ def transport_requesters(transport: Transport, node_name: str) -> dict[str, Requ
 
         return call
 
-    return {kind: requester(path, sel) for kind, (path, sel) in _paths(node_name).items()}
+    return {
+        kind: requester(path, sel) for kind, (path, sel) in _paths(node_name, proxy_name).items()
+    }
 
 
 def api_client(config_file: str, master: str) -> Any:
@@ -97,8 +104,9 @@ def api_client(config_file: str, master: str) -> Any:
     return k8s_client.ApiClient(configuration)
 
 
-def requesters(api: Any, node_name: str) -> dict[str, Requester]:
+def requesters(api: Any, node_name: str, proxy_name: str = "") -> dict[str, Requester]:
     """The list/watch call of each kind kube-proxy follows, with kube-proxy's selectors."""
+    selector = proxy_label_selector(proxy_name)
     from kubernetes import client as k8s_client
 
     core = k8s_client.CoreV1Api(api)
@@ -109,15 +117,13 @@ def requesters(api: Any, node_name: str) -> dict[str, Requester]:
     def services(**query: Any) -> Response:
         return cast(
             Response,
-            core.list_service_for_all_namespaces(label_selector=PROXY_LABEL_SELECTOR, **query),
+            core.list_service_for_all_namespaces(label_selector=selector, **query),
         )
 
     def endpoint_slices(**query: Any) -> Response:
         return cast(
             Response,
-            discovery.list_endpoint_slice_for_all_namespaces(
-                label_selector=PROXY_LABEL_SELECTOR, **query
-            ),
+            discovery.list_endpoint_slice_for_all_namespaces(label_selector=selector, **query),
         )
 
     def nodes(**query: Any) -> Response:

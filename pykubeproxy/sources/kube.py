@@ -36,6 +36,14 @@ log = get_logger("pykubeproxy.sources.kube")
 PROXY_LABEL_SELECTOR = f"!{LABEL_SERVICE_PROXY_NAME},!{LABEL_HEADLESS}"
 
 
+def proxy_label_selector(proxy_name: str = "") -> str:
+    """The Services (and slices) a proxy follows: kube-proxy's, or with --service-proxy-name
+    only those labelled with that name, so two proxies split a cluster's Services between them."""
+    if not proxy_name:
+        return PROXY_LABEL_SELECTOR
+    return f"{LABEL_SERVICE_PROXY_NAME}={proxy_name},!{LABEL_HEADLESS}"
+
+
 class WatchExpired(Exception):
     """The server no longer has the history we asked for (410 Gone): list again."""
 

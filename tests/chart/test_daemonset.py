@@ -152,6 +152,15 @@ def test_extra_args_follow_the_chart_flags() -> None:
     assert proxy["args"][2:] == ["-v=2", "--iptables-backend=nft"]
 
 
+def test_no_service_proxy_name_flag_by_default(default: Rendered) -> None:
+    assert not [a for a in container(default)["args"] if "service-proxy-name" in a]
+
+
+def test_service_proxy_name_becomes_the_flag_before_the_extra_args() -> None:
+    proxy = container(render({"serviceProxyName": "pykubeproxy", "extraArgs": ["-v=2"]}))
+    assert proxy["args"][2:] == ["--service-proxy-name=pykubeproxy", "-v=2"]
+
+
 def test_api_server_address_overrides_the_in_cluster_service() -> None:
     proxy = container(render({"apiServer": {"host": "10.0.0.10", "port": 6443}}))
     env = {item["name"]: item.get("value") for item in proxy["env"]}

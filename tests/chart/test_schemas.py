@@ -39,6 +39,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "config": {"clusterCIDR": "10.244.0.0/16", "nodePortAddresses": ["primary"]},
         "metrics": {"service": {"annotations": {"a": "b"}, "labels": {"c": "d"}}},
         "extraArgs": ["-v=4"],
+        "serviceProxyName": "pykubeproxy",
         "resources": {"requests": {"cpu": "50m"}, "limits": {"memory": "512Mi"}},
         "tolerations": [{"key": "k", "operator": "Equal", "value": "v", "effect": "NoSchedule"}],
         "affinity": {
@@ -112,6 +113,8 @@ def test_strict_validation_catches_an_unknown_field() -> None:
         ({"config": {"iptables": {"syncPeriod": "30"}}}, "syncPeriod"),
         ({"metrics": {"bindIP": "::"}}, "bindIP"),
         ({"extraArgs": ["v=2"]}, "extraArgs"),
+        ({"serviceProxyName": "not a label"}, "serviceProxyName"),
+        ({"serviceProxyName": "x" * 64}, "serviceProxyName"),
     ],
 )
 def test_a_values_mistake_fails_the_render(values: dict[str, Any], offender: str) -> None:
