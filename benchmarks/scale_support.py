@@ -15,7 +15,6 @@ import platform
 import re
 import secrets
 import signal
-import statistics
 import subprocess
 import threading
 import time
@@ -267,9 +266,8 @@ class Probe:
     """Looks at one namespace's nat table, cheaply: one chain (`-S CHAIN`) or the whole table.
 
     Each read reports the time its process started (time.monotonic): the kernel snapshot it shows
-    is taken right after that (legacy: one getsockopt of the table; nft: one netlink dump), so a
-    change seen by read k happened after read k-1 started and (within a few ms) before read k
-    started. The resolution of a measured latency is therefore one read's duration.
+    is taken right after that (legacy: one getsockopt of the table; nft: one netlink dump), which
+    is what `written_by` relies on to name the sync that wrote what a read shows.
     """
 
     def __init__(self, ns: str, backend: str, env: Env, timeout: float) -> None:
@@ -290,9 +288,6 @@ class Probe:
 
     def table(self) -> tuple[float, str | None]:
         return self._read([f"iptables-{self.backend}-save", "-t", "nat"])
-
-    def resolution(self) -> float | None:
-        return statistics.median(self.durations) if self.durations else None
 
 
 # A kernel read's snapshot is taken within milliseconds of its start (legacy: one getsockopt of

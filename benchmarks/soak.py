@@ -25,9 +25,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from tests.api.test_soak import broken_promises  # noqa: E402
 from tests.support.soak import SoakSettings  # noqa: E402
-from tests.support.soak_run import Soak, SoakReport  # noqa: E402
+from tests.support.soak_run import Soak, SoakReport, broken_promises  # noqa: E402
 
 
 def table(report: SoakReport) -> str:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pykubeproxy.cli import main
 from pykubeproxy.sources import listing
 from pykubeproxy.sources.kube import PROXY_LABEL_SELECTOR, SourceError, Timing
+from tests.support.cli import run_main as run
 from tests.support.fake_apiserver import FakeApiServer
 from tests.support.paths import EXAMPLES
 
@@ -24,16 +24,6 @@ RESOURCES = {"Service": "services", "EndpointSlice": "endpointslices", "Node": "
 def _no_node_name_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NODE_NAME", raising=False)
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    """main([*args]) → (exit code, stdout, stderr)."""
-    try:
-        code = main([*map(str, args)])
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def serve_examples(apiserver: FakeApiServer) -> None:

@@ -283,3 +283,28 @@ class Soak:
                 lists[kind] = lists.get(kind, 0) + 1
         self.report.lists = lists
         self.report.log_tail = "\n".join(text.splitlines()[-40:])
+
+
+def broken_promises(report: SoakReport, settings: SoakSettings) -> list[str]:
+    """Every promise the run broke, in words (empty: all kept)."""
+    broken = []
+    if report.first_sync is None:
+        return ["the first sync never made the kernel match the API"]
+    if not report.alive_throughout:
+        broken.append("the daemon exited during the soak")
+    broken += [f"a Service vanished while its object existed: {v}" for v in report.vanished]
+    bound = 2 * settings.min_sync_period
+    for d in report.disturbances:
+        if d.converged_after is None or d.reconnected_after is None:
+            broken.append(f"no convergence after {d.kind}")
+        elif d.converged_after - d.reconnected_after > bound:
+            late = d.converged_after - d.reconnected_after
+            broken.append(f"{d.kind}: converged {late:.2f} s after reconnecting (> {bound} s)")
+    missing = set(DISTURBANCES) - {d.kind for d in report.disturbances}
+    if missing:
+        broken.append(f"disturbances never tried: {sorted(missing)}")
+    if report.rss_warm and report.rss_end and report.rss_end > 1.1 * report.rss_warm:
+        broken.append(f"RSS grew from {report.rss_warm:.1f} to {report.rss_end:.1f} MiB")
+    if report.exit_code != 0 or (report.stop_seconds or 99) > 2.0:
+        broken.append(f"SIGTERM: exit {report.exit_code} after {report.stop_seconds} s")
+    return broken

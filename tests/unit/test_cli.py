@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pykubeproxy.cli import main
 from pykubeproxy.config import ConfigError, parse_duration
+from tests.support.cli import run_main
 from tests.support.paths import EXAMPLES, GOLDEN, REPO
 
 NODE = """\
@@ -56,13 +56,8 @@ def _no_node_name_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def dry_run(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    """main(["--dry-run", *args]) → (exit code, stdout, stderr); argparse exits count too."""
-    try:
-        code = main(["--dry-run", *map(str, args)])
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+    """main(["--dry-run", *args]) → (exit code, stdout, stderr)."""
+    return run_main(capsys, "--dry-run", *args)
 
 
 def write(path: Path, text: str) -> Path:

@@ -9,23 +9,14 @@ from typing import Any
 
 import pytest
 
-from pykubeproxy.cli import main
 from pykubeproxy.translate import translate_endpoint_slice, translate_service
+from tests.support.cli import run_main as run
 from tests.support.proxy_names import OURS, PROXY_NAME_LABEL, split_cluster
 
 
 @pytest.fixture(autouse=True)
 def _no_node_name_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NODE_NAME", raising=False)
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    try:
-        code = main([*map(str, args)])
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def write(path: Path, objects: list[dict[str, Any]]) -> Path:

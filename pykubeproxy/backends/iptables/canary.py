@@ -85,7 +85,8 @@ class CanaryMonitor:
         started = self.clock()
         prerouting = self.kernel.chain_rules("nat", "PREROUTING") or []
         cost = self.clock() - started
-        self.next_nat_look = now + max(self.interval, cost / NAT_LOOK_BUDGET) - self.interval
+        # Looks come every `interval`: the next look into nat is the first one past the budget.
+        self.next_nat_look = now + max(0.0, cost / NAT_LOOK_BUDGET - self.interval)
         if not any(NAT_ENTRY in rule for rule in prerouting):
             return "nat"
         return None

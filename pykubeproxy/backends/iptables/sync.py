@@ -122,13 +122,7 @@ class IptablesSyncer:
             self._write(plan)
             clock.lap("write")
         except IptablesError as exc:
-            self.failed_restores += 1
-            log.warning(
-                "the kernel refused the restore; looking for the Services it refuses",
-                error=str(exc),
-                line=exc.line,
-                text=exc.text,
-            )
+            self._refused(exc)
             return self._sync_without_rejected(state, want, exc)
         self._written(want)
         return SyncResult(full, plan, want, phases=clock.seconds)
@@ -152,16 +146,19 @@ class IptablesSyncer:
             plan = writer.finish(want)
             clock.lap("write")
         except IptablesError as exc:
-            self.failed_restores += 1
-            log.warning(
-                "the kernel refused the restore; looking for the Services it refuses",
-                error=str(exc),
-                line=exc.line,
-                text=exc.text,
-            )
+            self._refused(exc)
             return self._sync_without_rejected(state, _tables(self.render(state)), exc)
         self._written(want)
         return SyncResult(True, plan, want, phases=clock.seconds)
+
+    def _refused(self, exc: IptablesError) -> None:
+        self.failed_restores += 1
+        log.warning(
+            "the kernel refused the restore; looking for the Services it refuses",
+            error=str(exc),
+            line=exc.line,
+            text=exc.text,
+        )
 
     def _sync_without_rejected(
         self, state: ProxyState, desired: Tables, error: IptablesError
